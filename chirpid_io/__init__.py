@@ -1,0 +1,40 @@
+"""chirpid-io: GPU-accelerated audio features and data loading for bird-sound classifiers.
+
+Importing this package is cheap: torch, torchaudio, zarr, pyarrow and DALI load only
+when a name that needs them is first used (PEP 562).
+"""
+
+from __future__ import annotations
+
+import importlib
+
+__version__ = "0.1.0"
+
+# public name -> module that defines it
+_LAZY = {
+    "SpectrogramConfig": "chirpid_io.config",
+    "preset": "chirpid_io.config",
+    "ChirpIOError": "chirpid_io.errors",
+    "ConfigError": "chirpid_io.errors",
+    "AudioDecodeError": "chirpid_io.errors",
+    "BackendUnavailableError": "chirpid_io.errors",
+    "load": "chirpid_io.audio",
+    "windows": "chirpid_io.audio",
+    "mel_spectrogram": "chirpid_io.kernels",
+    "MelFrontend": "chirpid_io.kernels",
+}
+
+__all__ = sorted(_LAZY) + ["__version__"]
+
+
+def __getattr__(name: str):
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'chirpid_io' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value  # later lookups skip __getattr__
+    return value
+
+
+def __dir__():
+    return __all__

@@ -1,0 +1,78 @@
+"""Mel front-ends: one function, four interchangeable backends that compute the same numbers.
+
+``mel_spectrogram(waves, config, backend=..., device=...)`` takes a (B, n_samples) float32
+batch (numpy or torch) and returns (B, n_mels, frames) float32 with the recipe's scaling:
+
+- ``"torch"``: ``torch.stft`` + a mel matmul, on CPU or CUDA (the default).
+- ``"torchaudio"``: torchaudio's ``MelSpectrogram`` configured to the same recipe.
+- ``"dali"``: an NVIDIA DALI pipeline (CPU operators without a GPU, GPU operators with one).
+- ``"reference"``: float64 numpy, the definition of correct (returns float64).
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+
+import numpy as np
+
+from ..config import SpectrogramConfig
+from ..errors import BackendUnavailableError, ConfigError
+
+BACKENDS = ("torch", "torchaudio", "dali", "reference")
+
+
+def mel_spectrogram(waves, config: SpectrogramConfig | None = None, backend: str = "torch", device=None):
+    """Scaled log-mel images of a batch of equal-length clips.
+
+    ``waves``: (B, n) or (n,) float32, numpy or torch. ``device``: where to compute
+    (``None``: the tensor's own device, CPU for numpy). Returns a torch tensor
+    (B, n_mels, 1 + n // hop_length) on that device, each clip scaled on its own.
+    """
+    import torch
+
+    config = config or SpectrogramConfig()
+    waves = torch.as_tensor(waves)
+    if waves.ndim == 1:
+        waves = waves.unsqueeze(0)
+    if waves.ndim != 2:
+        raise ConfigError(f"waves must be (batch, samples), got shape {tuple(waves.shape)}")
+    device = torch.device(device) if device is not None else waves.device
+    if backend == "torch":
+        return frontend(config, str(device))(waves.to(device, torch.float32))
+    if backend == "torchaudio":
+        from . import torchaudio_mel
+
+        return torchaudio_mel.mel_spectrogram(waves.to(device, torch.float32), config)
+    if backend == "dali":
+        from . import dali_mel
+
+        return dali_mel.mel_spectrogram(waves, config, device)
+    if backend == "reference":
+        from . import reference
+
+        return torch.from_numpy(reference.mel_spectrogram(waves.cpu().numpy(), config)).to(device)
+    raise BackendUnavailableError(f"unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}")
+
+
+@lru_cache(maxsize=8)
+def frontend(config: SpectrogramConfig, device: str):
+    """The torch backend's module for ``config`` on ``device``, built once and reused."""
+    from .torch_stft import MelFrontend
+
+    return MelFrontend(config).to(device)
+
+
+def __getattr__(name: str):
+    if name == "MelFrontend":
+        from .torch_stft import MelFrontend
+
+        return MelFrontend
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def to_storage(images, dtype: str) -> np.ndarray:
+    """[0, 1] float images -> stored values: uint8 rounded to 0..255, or float16."""
+    images = np.asarray(images, dtype=np.float32)
+    if dtype == "uint8":
+        return np.rint(np.clip(images, 0.0, 1.0) * 255.0).astype(np.uint8)
+    return images.astype(np.float16)
