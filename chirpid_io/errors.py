@@ -26,3 +26,27 @@ class AudioDecodeError(ChirpIOError):
 
 class BackendUnavailableError(ChirpIOError, RuntimeError):
     """A mel backend or device was asked for that this machine cannot provide."""
+
+
+class ManifestError(ChirpIOError, ValueError):
+    """An input folder or table cannot become a list of recordings.
+
+    Raised before any audio is decoded; the message names the file, the column or the
+    data row (1-based), and the fix.
+    """
+
+
+class CacheError(ChirpIOError):
+    """A cache is missing, incomplete, damaged, locked, or does not match what was asked."""
+
+
+class FingerprintMismatchError(CacheError, ValueError):
+    """Features were asked for with a SpectrogramConfig other than the one they were made with."""
+
+    def __init__(self, what: str, differences: dict[str, tuple]):
+        self.differences = differences
+        fields = "; ".join(f"{k}: {a!r} there, {b!r} asked" for k, (a, b) in differences.items())
+        super().__init__(
+            f"{what} was built with another SpectrogramConfig ({fields}). "
+            "Use the config stored with it (cache.config), or rebuild it with yours."
+        )

@@ -1,0 +1,7 @@
+"""The Zarr v3 spectrogram cache: build it, open it, verify it."""
+
+from .build import BuildReport, build_cache
+from .format import StorageOptions
+from .reader import Cache, open_cache
+
+__all__ = ["BuildReport", "Cache", "StorageOptions", "build_cache", "open_cache"]

@@ -1,0 +1,241 @@
+"""build_cache: recordings -> windows (worker processes) -> log-mel (batched kernel) -> cache.
+
+The stages are separate so each can be timed: decoding runs in a process pool with a
+bounded number of recordings in flight (memory stays bounded whatever the input size),
+results come back in input order, windows of consecutive recordings are batched to the
+kernel, and the writer stores them shard by shard.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+
+from ..config import SpectrogramConfig
+from ..manifest import Manifest, Recording, discover
+from .decode import Decoded, decode_recording
+from .format import StorageOptions
+from .writer import CacheWriter
+
+
+@dataclass
+class BuildReport:
+    """What a build did: counts, skipped recordings with reasons, time and bytes."""
+
+    path: Path
+    recordings_seen: int = 0
+    recordings_added: int = 0
+    recordings_already_cached: int = 0
+    windows_added: int = 0
+    windows_total: int = 0
+    audio_seconds: float = 0.0
+    input_bytes: int = 0
+    seconds: float = 0.0
+    bytes_on_disk: int = 0
+    skipped: list[tuple[str, str]] = field(default_factory=list)
+    capped_windows: int = 0
+    backend: str = ""
+    device: str = ""
+
+    def lines(self) -> list[str]:
+        rate = self.windows_added / self.seconds if self.seconds else 0.0
+        audio_rate = self.audio_seconds / self.seconds if self.seconds else 0.0
+        out = [
+            f"cache: {self.path}",
+            f"recordings: {self.recordings_added} added, {len(self.skipped)} skipped, "
+            f"{self.recordings_already_cached} already cached",
+            f"windows: {self.windows_added} added ({self.windows_total} in the cache)"
+            + (f", {self.capped_windows} over --max-per-class left out" if self.capped_windows else ""),
+            f"time: {self.seconds:.1f} s ({rate:.1f} windows/s, {audio_rate:.0f} audio-s/s) "
+            f"with {self.backend} on {self.device}",
+            f"on disk: {_human(self.bytes_on_disk)}"
+            + (f" ({self.bytes_on_disk / self.input_bytes:.2f}x the input audio)" if self.input_bytes else ""),
+        ]
+        if self.skipped:
+            out.append("skipped:")
+            out += [f"  {path}: {reason}" for path, reason in self.skipped]
+        return out
+
+
+def build_cache(
+    source,
+    out,
+    config: SpectrogramConfig | None = None,
+    *,
+    backend: str = "auto",
+    device: str | None = None,
+    workers: int | None = None,
+    max_per_class: int | None = None,
+    batch_size: int = 32,
+    storage: StorageOptions | None = None,
+    audio_root=None,
+    class_map=None,
+    progress: bool | None = None,
+) -> BuildReport:
+    """Build (or finish, or extend) the cache at ``out`` from ``source``.
+
+    ``source``: a folder with one sub-folder per class, a ChirpID recording CSV, a
+    ``path, label[, group]`` CSV/Parquet table (``audio_root`` resolves its paths), or an
+    old PNG/CSV spectrogram set (imported as it is). Recordings already in the cache are
+    left alone, so running the same command again resumes a killed build or appends new
+    recordings. ``backend``: "auto" (DALI on a GPU if installed, else torch), "torch",
+    "torchaudio" or "dali"; ``device``: "cpu", "cuda", "cuda:1"... (default: CUDA when
+    available). ``workers``: decoding processes (default: CPU count, 0 decodes inline).
+    """
+    started = time.perf_counter()
+    config = config or SpectrogramConfig()
+    manifest = discover(source, audio_root=audio_root, class_map=class_map)
+    backend, device = resolve_backend(backend, device)
+    report = BuildReport(Path(out), backend=backend, device=device)
+    with CacheWriter(out, config, storage) as writer:
+        writer.register_classes(manifest.class_names)
+        if manifest.kind == "legacy_png":
+            _import_legacy(manifest, writer, report)
+        else:
+            _build_from_audio(manifest, writer, config, report, backend=backend, device=device,
+                              workers=workers, max_per_class=max_per_class,
+                              batch_size=batch_size, progress=progress)
+        writer.finish({"backend": backend, "device": device, "source": str(source)})
+        report.windows_total = writer.n_committed
+    report.seconds = time.perf_counter() - started
+    report.bytes_on_disk = sum(p.stat().st_size for p in Path(out).rglob("*") if p.is_file())
+    return report
+
+
+def resolve_backend(backend: str, device: str | None) -> tuple[str, str]:
+    import torch
+
+    if device is None:
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    if backend == "auto":
+        backend = "torch"
+        if device.startswith("cuda"):
+            try:
+                import nvidia.dali  # noqa: F401
+
+                backend = "dali"
+            except ImportError:
+                pass
+    return backend, device
+
+
+def _build_from_audio(manifest: Manifest, writer: CacheWriter, config, report, *, backend, device,
+                      workers, max_per_class, batch_size, progress) -> None:
+    from tqdm import tqdm
+
+    done = writer.committed_paths()
+    todo = [r for r in manifest.recordings if r.relpath not in done]
+    report.recordings_seen = len(manifest.recordings)
+    report.recordings_already_cached = len(manifest.recordings) - len(todo)
+    class_counts = writer.class_counts()
+    bar = tqdm(total=len(todo), unit="rec", desc="build-cache", disable=_no_bar(progress), dynamic_ncols=True)
+    pending: list[tuple[Recording, Decoded]] = []
+    pending_windows = 0
+    for rec, decoded in _decode_in_order(todo, config, workers):
+        report.input_bytes += decoded.info.get("size_bytes") or 0
+        if decoded.windows is not None:
+            decoded.windows = _cap(decoded.windows, rec.label, class_counts, max_per_class, report)
+            report.audio_seconds += decoded.info["duration_seconds"] or 0.0
+        pending.append((rec, decoded))
+        pending_windows += 0 if decoded.windows is None else len(decoded.windows.samples)
+        if pending_windows >= batch_size:
+            _store(pending, writer, config, report, backend, device)
+            pending, pending_windows = [], 0
+        bar.update(1)
+        bar.set_postfix(windows=report.windows_added + pending_windows, refresh=False)
+    _store(pending, writer, config, report, backend, device)
+    bar.close()
+
+
+def _cap(cut, label, class_counts, max_per_class, report):
+    """Keep at most ``max_per_class`` windows per class, filled recording by recording."""
+    have = class_counts.get(label, 0)
+    keep = len(cut.samples) if max_per_class is None else max(0, min(len(cut.samples), max_per_class - have))
+    report.capped_windows += len(cut.samples) - keep
+    class_counts[label] = have + keep
+    return type(cut)(*(field[:keep] for field in cut))
+
+
+def _store(batch, writer: CacheWriter, config, report, backend, device) -> None:
+    """Run the kernel once over the windows of ``batch`` and hand each recording to the writer."""
+    from ..kernels import mel_spectrogram, to_storage
+
+    waves = [d.windows.samples for _, d in batch if d.windows is not None and len(d.windows.samples)]
+    images = None
+    if waves:
+        images = mel_spectrogram(np.concatenate(waves), config, backend=backend, device=device)
+        images = images.cpu().numpy()
+    offset = 0
+    for rec, decoded in batch:
+        row = {"path": rec.relpath, "class_name": rec.label, "group": rec.group, **decoded.info}
+        cut = decoded.windows
+        n = 0 if cut is None else len(cut.samples)
+        if n == 0:
+            reason = decoded.reason or "all windows over --max-per-class"
+            writer.add_recording({**row, "status": "skipped" if decoded.reason else "capped", "reason": reason})
+            if decoded.reason:
+                report.skipped.append((rec.relpath, reason))
+            continue
+        mine = images[offset : offset + n]
+        offset += n
+        finite = np.isfinite(mine).all(axis=(1, 2))
+        reason = "" if finite.all() else f"{int((~finite).sum())} windows with a non-finite image dropped"
+        writer.add_recording(
+            {**row, "status": "ok", "reason": reason},
+            to_storage(mine[finite], config.storage_dtype),
+            cut.start_seconds[finite], cut.rms[finite],
+        )
+        report.recordings_added += 1
+        report.windows_added += int(finite.sum())
+
+
+def _decode_in_order(recordings: list[Recording], config, workers) -> Iterator[tuple[Recording, Decoded]]:
+    """Yield (recording, decoded) in input order, at most a few recordings per worker in flight."""
+    if workers is None:
+        workers = os.cpu_count() or 1
+    if workers <= 0 or len(recordings) <= 1:
+        for rec in recordings:
+            yield rec, decode_recording(rec.path, config)
+        return
+    import multiprocessing
+
+    # spawn, not fork: the parent may hold torch/OpenMP threads that fork would copy broken
+    with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
+        in_flight = []
+        queue = iter(recordings)
+        for rec in queue:
+            in_flight.append((rec, pool.submit(decode_recording, rec.path, config)))
+            if len(in_flight) >= 2 * workers:
+                break
+        while in_flight:
+            rec, future = in_flight.pop(0)
+            nxt = next(queue, None)
+            if nxt is not None:
+                in_flight.append((nxt, pool.submit(decode_recording, nxt.path, config)))
+            yield rec, future.result()
+
+
+def _import_legacy(manifest: Manifest, writer: CacheWriter, report: BuildReport) -> None:
+    """Store an old PNG/CSV set as it is (truncated uint8), one recording per file stem."""
+    from ..legacy import read_legacy_dataset
+
+    raise NotImplementedError  # filled in below once legacy.read_legacy_dataset lands
+
+
+def _no_bar(progress: bool | None) -> bool | None:
+    # None lets tqdm decide: no bar when stderr is not a terminal (CI logs, pipes)
+    return None if progress is None else not progress
+
+
+def _human(n: int) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if n < 1024 or unit == "GiB":
+            return f"{n:.1f} {unit}" if unit != "B" else f"{n} B"
+        n /= 1024
+    return f"{n} B"

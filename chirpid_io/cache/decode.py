@@ -1,0 +1,62 @@
+"""Decoding one recording into windows, in a worker process; failures become reasons."""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from ..audio import Windows, load, windows
+from ..config import SpectrogramConfig
+from ..errors import AudioDecodeError
+
+
+@dataclass
+class Decoded:
+    """What the builder needs from one recording; ``reason`` is set when it was skipped."""
+
+    windows: Windows | None
+    info: dict = field(default_factory=dict)
+    reason: str = ""
+
+
+def decode_recording(path: Path, config: SpectrogramConfig) -> Decoded:
+    """Decode and window ``path``; never raises for a bad file."""
+    info: dict = {"duration_seconds": None, "sample_rate": None, "channels": None,
+                  "size_bytes": None, "content_hash": None}
+    try:
+        wave = load(path, config.sample_rate)
+        info.update(_describe(path))
+    except AudioDecodeError as exc:
+        return Decoded(None, info, exc.reason)
+    except Exception as exc:  # a bad file must never stop a build
+        return Decoded(None, info, f"unexpected decoder failure ({type(exc).__name__}: {exc})")
+    cut = windows(wave, config)
+    if len(cut.samples) == 0:
+        seconds = len(wave) / config.sample_rate
+        if seconds < config.window_seconds and not config.pad_short:
+            reason = (f"shorter than one window ({seconds:.2f} s < {config.window_seconds} s); "
+                      "use --pad-short to keep it")
+        else:
+            reason = "no window above the energy threshold (silent or near-silent)"
+        return Decoded(None, info, reason)
+    return Decoded(cut, info)
+
+
+def _describe(path: Path) -> dict:
+    import soundfile as sf
+
+    meta = sf.info(path)
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return {"duration_seconds": float(meta.frames / meta.samplerate), "sample_rate": int(meta.samplerate),
+            "channels": int(meta.channels), "size_bytes": path.stat().st_size,
+            "content_hash": digest.hexdigest()}
+
+
+def empty_images(config: SpectrogramConfig) -> np.ndarray:
+    return np.empty((0, config.n_mels, config.frames), dtype=config.storage_dtype)

@@ -1,0 +1,74 @@
+"""The on-disk layout of a cache (format version 1) and the codecs of its arrays.
+
+A cache is a directory holding a Zarr v3 group:
+
+- ``specs``  (N, n_mels, frames) uint8 (rounded) or float16, sharded; each inner chunk
+  carries a CRC32C so ``verify`` can name a damaged chunk.
+- ``labels`` (N,) int32.
+- ``windows.parquet`` and ``recordings.parquet`` beside the arrays.
+- group attributes: format version, the SpectrogramConfig and its fingerprint, class
+  names, per-band statistics, counts, provenance, and ``state`` ("building"/"complete").
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+FORMAT_VERSION = 1
+SPECS = "specs"
+LABELS = "labels"
+WINDOWS_TABLE = "windows.parquet"
+RECORDINGS_TABLE = "recordings.parquet"
+JOURNAL = "build-journal.jsonl"
+LOCK = "build.lock"
+
+
+@dataclass(frozen=True)
+class StorageOptions:
+    """How ``specs`` is chunked and compressed; the defaults were chosen by measurement
+    (``benchmarks/test_storage.py``, README "Storage").
+
+    ``chunk_windows`` windows form one compressed chunk (the unit of a read);
+    ``shard_windows`` windows form one file (the unit of an atomic write).
+    ``delta`` stores each mel band as its difference from the band below it (wrapping in
+    uint8), which zstd compresses far better than the raw image.
+    """
+
+    chunk_windows: int = 16
+    shard_windows: int = 256
+    compressor: str = "zstd"  # "zstd" or "blosc-lz4" / "blosc-zstd"
+    level: int = 9
+    delta: bool = True
+
+    def __post_init__(self):
+        from ..errors import ConfigError
+
+        if self.chunk_windows <= 0 or self.shard_windows % self.chunk_windows:
+            raise ConfigError(
+                f"shard_windows ({self.shard_windows}) must be a positive multiple of "
+                f"chunk_windows ({self.chunk_windows})"
+            )
+
+    def codecs(self, dtype: str) -> dict:
+        """Keyword arguments for ``zarr.create_array`` (filters, compressors, chunks)."""
+        import warnings
+
+        import zarr.codecs as zc
+
+        filters = []
+        if self.delta and dtype == "uint8":
+            # delta runs along the last axis of the chunk: transpose so it runs across bands
+            with warnings.catch_warnings():
+                # numcodecs' delta is outside the Zarr v3 core spec: readers need numcodecs
+                warnings.simplefilter("ignore")
+                filters = [zc.TransposeCodec(order=(0, 2, 1)), zc.Delta(dtype="u1")]
+        if self.compressor == "zstd":
+            compressors = [zc.ZstdCodec(level=self.level)]
+        elif self.compressor.startswith("blosc-"):
+            shuffle = "bitshuffle" if dtype == "float16" else "shuffle"
+            compressors = [zc.BloscCodec(cname=self.compressor[6:], clevel=self.level, shuffle=shuffle)]
+        else:
+            from ..errors import ConfigError
+
+            raise ConfigError(f"unknown compressor {self.compressor!r}: use zstd, blosc-lz4 or blosc-zstd")
+        return {"filters": filters, "compressors": compressors + [zc.Crc32cCodec()]}

@@ -1,0 +1,109 @@
+"""open_cache: a finished cache as arrays and tables, read lazily and in coalesced batches."""
+
+from __future__ import annotations
+
+from functools import cached_property
+from pathlib import Path
+
+import numpy as np
+
+from ..config import SpectrogramConfig
+from ..errors import CacheError, FingerprintMismatchError
+from . import format as fmt
+
+
+class Cache:
+    """A read-only view of a finished cache.
+
+    Cheap to create and to pickle (for DataLoader workers): the Zarr arrays and the
+    tables open on first use, in whichever process uses them.
+    """
+
+    def __init__(self, path, config: SpectrogramConfig | None = None):
+        import zarr
+
+        self.path = Path(path)
+        if not (self.path / "zarr.json").is_file():
+            raise CacheError(f"{self.path}: not a chirpid-io cache (no zarr.json); build one with "
+                             "`chirpid-io build-cache SOURCE {self.path}`")
+        attrs = dict(zarr.open_group(self.path, mode="r").attrs)
+        if attrs.get("format_version") != fmt.FORMAT_VERSION:
+            raise CacheError(f"{self.path}: cache format {attrs.get('format_version')!r}, this "
+                             f"chirpid-io reads format {fmt.FORMAT_VERSION}; rebuild the cache")
+        if attrs.get("state") != "complete":
+            raise CacheError(f"{self.path}: the build did not finish; run the same "
+                             "`chirpid-io build-cache` command again to complete it")
+        self.attrs = attrs
+        self.config = SpectrogramConfig.from_dict(attrs["config"])
+        if config is not None and config.fingerprint() != self.config.fingerprint():
+            raise FingerprintMismatchError(f"cache {self.path}", self.config.diff(config))
+        self.fingerprint: str = attrs["fingerprint"]
+        self.class_names: list[str] = list(attrs["class_names"])
+        self.stats = {k: np.asarray(attrs["stats"][k], dtype=np.float64) for k in ("mean", "std")}
+        self.chunk_windows: int = attrs["storage"]["chunk_windows"]
+        self.shard_windows: int = attrs["storage"]["shard_windows"]
+        #: multiply stored values by this to get the recipe's [0, 1] images
+        self.value_scale = 1 / 255 if self.config.storage_dtype == "uint8" else 1.0
+        self._length = int(attrs["counts"]["windows"])
+
+    def __len__(self) -> int:
+        return self._length
+
+    def __repr__(self) -> str:
+        return (f"Cache({str(self.path)!r}, windows={len(self)}, classes={len(self.class_names)}, "
+                f"dtype={self.config.storage_dtype})")
+
+    def __getstate__(self):
+        # only plain data crosses process boundaries; arrays reopen lazily on the other side
+        return {k: v for k, v in self.__dict__.items() if k not in ("specs", "labels", "windows", "recordings")}
+
+    @cached_property
+    def specs(self):
+        """(N, n_mels, frames) Zarr array in the stored dtype; slicing reads from disk."""
+        import zarr
+
+        return zarr.open_array(self.path / fmt.SPECS, mode="r")
+
+    @cached_property
+    def labels(self) -> np.ndarray:
+        import zarr
+
+        return zarr.open_array(self.path / fmt.LABELS, mode="r")[:].astype(np.int64)
+
+    @cached_property
+    def windows(self):
+        """One row per window (pyarrow.Table): window_id, recording_id, path, label,
+        class_name, group, start_seconds, rms."""
+        import pyarrow.parquet as pq
+
+        return pq.read_table(self.path / fmt.WINDOWS_TABLE)
+
+    @cached_property
+    def recordings(self):
+        """One row per input recording (pyarrow.Table), skipped ones with their reason."""
+        import pyarrow.parquet as pq
+
+        return pq.read_table(self.path / fmt.RECORDINGS_TABLE)
+
+    def read(self, indices) -> np.ndarray:
+        """Windows at ``indices`` (in that order), stored dtype, (len, n_mels, frames).
+
+        The indices are sorted and de-duplicated first, so each chunk is fetched and
+        decompressed once however the batch is ordered.
+        """
+        indices = np.asarray(indices, dtype=np.int64)
+        if indices.size and (indices.min() < 0 or indices.max() >= len(self)):
+            raise IndexError(f"window index out of range for a cache of {len(self)} windows")
+        unique, inverse = np.unique(indices, return_inverse=True)
+        if unique.size == 0:
+            return np.empty((0, *self.config.shape), dtype=self.config.storage_dtype)
+        if unique[-1] - unique[0] + 1 == unique.size:  # one contiguous run: a plain slice
+            block = self.specs[int(unique[0]) : int(unique[-1]) + 1]
+        else:
+            block = self.specs.oindex[unique]
+        return block[inverse]
+
+
+def open_cache(path, config: SpectrogramConfig | None = None) -> Cache:
+    """Open a finished cache; with ``config``, refuse one built with another config."""
+    return Cache(path, config)
