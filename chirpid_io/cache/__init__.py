@@ -3,5 +3,6 @@
 from .build import BuildReport, build_cache
 from .format import StorageOptions
 from .reader import Cache, open_cache
+from .verify import VerifyReport, verify_cache
 
-__all__ = ["BuildReport", "Cache", "StorageOptions", "build_cache", "open_cache"]
+__all__ = ["BuildReport", "Cache", "StorageOptions", "VerifyReport", "build_cache", "open_cache", "verify_cache"]

@@ -94,15 +94,22 @@ def build_cache(
     backend, device = resolve_backend(backend, device)
     report = BuildReport(Path(out), backend=backend, device=device)
     with CacheWriter(out, config, storage) as writer:
-        writer.register_classes(manifest.class_names)
-        if manifest.kind == "legacy_png":
-            _import_legacy(manifest, writer, report)
-        else:
-            _build_from_audio(manifest, writer, config, report, backend=backend, device=device,
-                              workers=workers, max_per_class=max_per_class,
-                              batch_size=batch_size, progress=progress)
-        writer.finish({"backend": backend, "device": device, "source": str(source)})
+        done = writer.committed_paths()
+        todo = [r for r in manifest.recordings if r.relpath not in done]
+        report.recordings_seen = len(manifest.recordings)
+        report.recordings_already_cached = len(manifest.recordings) - len(todo)
         report.windows_total = writer.n_committed
+        up_to_date = writer.complete and not todo and (manifest.kind != "legacy_png" or done)
+        if not up_to_date:
+            writer.register_classes(manifest.class_names)
+            if manifest.kind == "legacy_png":
+                _import_legacy(manifest, writer, report)
+            else:
+                _build_from_audio(todo, writer, config, report, backend=backend, device=device,
+                                  workers=workers, max_per_class=max_per_class,
+                                  batch_size=batch_size, progress=progress)
+            writer.finish({"backend": backend, "device": device, "source": str(source)})
+            report.windows_total = writer.n_committed
     report.seconds = time.perf_counter() - started
     report.bytes_on_disk = sum(p.stat().st_size for p in Path(out).rglob("*") if p.is_file())
     return report
@@ -125,14 +132,10 @@ def resolve_backend(backend: str, device: str | None) -> tuple[str, str]:
     return backend, device
 
 
-def _build_from_audio(manifest: Manifest, writer: CacheWriter, config, report, *, backend, device,
+def _build_from_audio(todo: list[Recording], writer: CacheWriter, config, report, *, backend, device,
                       workers, max_per_class, batch_size, progress) -> None:
     from tqdm import tqdm
 
-    done = writer.committed_paths()
-    todo = [r for r in manifest.recordings if r.relpath not in done]
-    report.recordings_seen = len(manifest.recordings)
-    report.recordings_already_cached = len(manifest.recordings) - len(todo)
     class_counts = writer.class_counts()
     bar = tqdm(total=len(todo), unit="rec", desc="build-cache", disable=_no_bar(progress), dynamic_ncols=True)
     pending: list[tuple[Recording, Decoded]] = []

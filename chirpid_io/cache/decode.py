@@ -37,7 +37,7 @@ def decode_recording(path: Path, config: SpectrogramConfig) -> Decoded:
     if len(cut.samples) == 0:
         seconds = len(wave) / config.sample_rate
         if seconds < config.window_seconds and not config.pad_short:
-            reason = (f"shorter than one window ({seconds:.2f} s < {config.window_seconds} s); "
+            reason = (f"shorter than one window ({seconds:.3f} s < {config.window_seconds} s); "
                       "use --pad-short to keep it")
         else:
             reason = "no window above the energy threshold (silent or near-silent)"
@@ -57,6 +57,3 @@ def _describe(path: Path) -> dict:
             "channels": int(meta.channels), "size_bytes": path.stat().st_size,
             "content_hash": digest.hexdigest()}
 
-
-def empty_images(config: SpectrogramConfig) -> np.ndarray:
-    return np.empty((0, config.n_mels, config.frames), dtype=config.storage_dtype)

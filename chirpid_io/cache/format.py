@@ -13,6 +13,7 @@ A cache is a directory holding a Zarr v3 group:
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 FORMAT_VERSION = 1
 SPECS = "specs"
@@ -21,6 +22,17 @@ WINDOWS_TABLE = "windows.parquet"
 RECORDINGS_TABLE = "recordings.parquet"
 JOURNAL = "build-journal.jsonl"
 LOCK = "build.lock"
+
+
+def open_specs(path, mode: str = "r"):
+    """The ``specs`` array, without zarr's warning that numcodecs' delta is not core Zarr v3."""
+    import warnings
+
+    import zarr
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return zarr.open_array(Path(path) / SPECS, mode=mode)
 
 
 @dataclass(frozen=True)

@@ -60,9 +60,7 @@ class Cache:
     @cached_property
     def specs(self):
         """(N, n_mels, frames) Zarr array in the stored dtype; slicing reads from disk."""
-        import zarr
-
-        return zarr.open_array(self.path / fmt.SPECS, mode="r")
+        return fmt.open_specs(self.path, mode="r")
 
     @cached_property
     def labels(self) -> np.ndarray:

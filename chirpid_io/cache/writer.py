@@ -49,7 +49,7 @@ class CacheWriter:
         else:
             self.storage = storage or fmt.StorageOptions()
             self._create_arrays()
-        self.specs = self.group[fmt.SPECS]
+        self.specs = fmt.open_specs(self.path, mode="r+")
         self.labels = self.group[fmt.LABELS]
         self._journal_path = self.path / fmt.JOURNAL
         self._load_journal()
@@ -126,6 +126,11 @@ class CacheWriter:
                 f.truncate(good_end)
         self.n_committed = len(self.window_rows)
 
+    @property
+    def complete(self) -> bool:
+        """True when the last build finished and nothing was added since."""
+        return self.group.attrs.get("state") == "complete"
+
     def committed_paths(self) -> set[str]:
         return {r["path"] for r in self.recordings}
 
@@ -179,9 +184,7 @@ class CacheWriter:
         images = np.concatenate(self._images)
         labels = np.concatenate(self._labels)
         count = end - self._buffer_start
-        if self.specs.shape[0] < end:
-            self.specs.resize((end, *self.specs.shape[1:]))
-            self.labels.resize((end,))
+        self._grow(end)
         self.specs[self._buffer_start : end] = images[:count]
         self.labels[self._buffer_start : end] = labels[:count]
         scale = 1 / 255 if self.config.storage_dtype == "uint8" else 1.0
@@ -191,6 +194,17 @@ class CacheWriter:
         self._buffer_start = end if count == self.storage.shard_windows else self._buffer_start
         self._written_end = end
         self._commit(moments, end)
+
+    def _grow(self, n: int) -> None:
+        # each array on its own: a crash may have come between the two resizes
+        for array in (self.specs, self.labels):
+            if array.shape[0] < n:
+                array.resize((n, *array.shape[1:]))
+
+    def _resize(self, n: int) -> None:
+        for array in (self.specs, self.labels):
+            if array.shape[0] != n:
+                array.resize((n, *array.shape[1:]))
 
     def _commit(self, moments: dict, written_end: int) -> None:
         done = []
@@ -218,16 +232,13 @@ class CacheWriter:
     def finish(self, provenance: dict | None = None) -> None:
         """Write the last partial shard, the tables and the attributes; mark complete."""
         if self._n_added > self._buffer_start:
-            self.specs.resize((self._n_added, *self.specs.shape[1:]))
-            self.labels.resize((self._n_added,))
+            self._resize(self._n_added)
             self._flush(self._n_added)
         else:
             self._commit({}, self._written_end)
         if self._pending_recordings:
             raise CacheError(f"{self.path}: internal error, recordings left uncommitted")
-        if self.specs.shape[0] != self.n_committed:
-            self.specs.resize((self.n_committed, *self.specs.shape[1:]))
-            self.labels.resize((self.n_committed,))
+        self._resize(self.n_committed)
         self._write_tables()
         n_shards = -(-self.n_committed // self.storage.shard_windows)
         stats = merge([self.shard_moments[str(i)] for i in range(n_shards)], self.config.n_mels)
