@@ -98,18 +98,16 @@ def build_cache(
         todo = [r for r in manifest.recordings if r.relpath not in done]
         report.recordings_seen = len(manifest.recordings)
         report.recordings_already_cached = len(manifest.recordings) - len(todo)
-        report.windows_total = writer.n_committed
-        up_to_date = writer.complete and not todo and (manifest.kind != "legacy_png" or done)
-        if not up_to_date:
-            writer.register_classes(manifest.class_names)
-            if manifest.kind == "legacy_png":
-                _import_legacy(manifest, writer, report)
-            else:
-                _build_from_audio(todo, writer, config, report, backend=backend, device=device,
-                                  workers=workers, max_per_class=max_per_class,
-                                  batch_size=batch_size, progress=progress)
+        writer.register_classes(manifest.class_names)
+        if manifest.kind == "legacy_png":
+            _import_legacy(manifest, writer, report)
+        else:
+            _build_from_audio(todo, writer, config, report, backend=backend, device=device,
+                              workers=workers, max_per_class=max_per_class,
+                              batch_size=batch_size, progress=progress)
+        if writer.changed or not writer.complete:  # a finished, unchanged cache is left alone
             writer.finish({"backend": backend, "device": device, "source": str(source)})
-            report.windows_total = writer.n_committed
+        report.windows_total = writer.n_committed
     report.seconds = time.perf_counter() - started
     report.bytes_on_disk = sum(p.stat().st_size for p in Path(out).rglob("*") if p.is_file())
     return report
@@ -225,10 +223,43 @@ def _decode_in_order(recordings: list[Recording], config, workers) -> Iterator[t
 
 
 def _import_legacy(manifest: Manifest, writer: CacheWriter, report: BuildReport) -> None:
-    """Store an old PNG/CSV set as it is (truncated uint8), one recording per file stem."""
+    """Store an old PNG/CSV set as it is, without recomputing.
+
+    The PNGs hold ``uint8(value * 255)`` (truncated, not rounded); they are stored
+    unchanged, so the loader yields exactly what the old training read. Windows named
+    ``{recording}_{i}_{i}.png`` are grouped back into their recording.
+    """
+    import re
+
     from ..legacy import read_legacy_dataset
 
-    raise NotImplementedError  # filled in below once legacy.read_legacy_dataset lands
+    csv, png_dir = manifest.legacy
+    data = read_legacy_dataset(csv, png_dir)
+    writer.register_classes(data.class_names[i] for i in sorted(data.class_names))
+    by_recording: dict[str, list[int]] = {}
+    for row, name in enumerate(data.filenames):
+        match = re.fullmatch(r"(.+)_(\d+)_\d+\.png", Path(name).name)
+        stem = match.group(1) if match else Path(name).stem
+        by_recording.setdefault(str(Path(name).parent / stem), []).append(row)
+    done = writer.committed_paths()
+    seconds = writer.config.hop_seconds
+    for recording, rows in by_recording.items():
+        if recording in done:
+            report.recordings_already_cached += 1
+            continue
+        starts = [_window_index(data.filenames[r]) * seconds for r in rows]
+        writer.add_recording(
+            {"path": recording, "class_name": data.class_names[int(data.labels[rows[0]])],
+             "group": data.authors[rows[0]], "status": "ok", "reason": "imported from PNG"},
+            data.images[rows], starts, [float("nan")] * len(rows),
+        )
+        report.recordings_added += 1
+        report.windows_added += len(rows)
+
+
+def _window_index(filename: str) -> int:
+    parts = Path(filename).stem.rsplit("_", 2)
+    return int(parts[1]) if len(parts) == 3 and parts[1].isdigit() else 0
 
 
 def _no_bar(progress: bool | None) -> bool | None:

@@ -6,8 +6,6 @@ import hashlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
-
 from ..audio import Windows, load, windows
 from ..config import SpectrogramConfig
 from ..errors import AudioDecodeError

@@ -63,6 +63,7 @@ class CacheWriter:
         self._written_end = self.n_committed
         self._pending_recordings: list[dict] = []
         self._pending_windows: list[list] = []
+        self.changed = False  # set by the first add_recording
 
     # -- state ------------------------------------------------------------------------
     def _create_arrays(self) -> None:
@@ -149,6 +150,7 @@ class CacheWriter:
         ``row`` needs ``path``, ``class_name`` and whatever else describes the recording
         (status, reason, duration...); ids, labels and window positions are filled here.
         """
+        self.changed = True
         if self.group.attrs.get("state") != "building":
             self.group.attrs["state"] = "building"  # readers refuse the cache until finish()
         label = self._label_of(row["class_name"])
