@@ -1,0 +1,70 @@
+"""``chirpid.band_delta``: a Zarr v3 array-to-array codec for spectrogram chunks.
+
+Stores each slice along ``axis`` as its difference from the slice before it, wrapping in
+the (unsigned integer) dtype, so neighbouring mel bands that look alike become runs of
+small numbers that zstd packs tightly: PNG's "Up" filter, for a whole chunk at once.
+
+Why not numcodecs' Delta: it differences the flattened chunk and decodes with a
+``cumsum`` over every byte (about 0.4 ms per 224 x 313 window here); adding whole
+slices decodes five times faster (README, "Storage"). The codec is registered with
+zarr through the ``zarr.codecs`` entry point, so any zarr-python with chirpid-io
+installed reads the cache.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from zarr.abc.codec import ArrayArrayCodec
+from zarr.core.common import parse_named_configuration
+
+NAME = "chirpid.band_delta"
+
+
+@dataclass(frozen=True)
+class BandDelta(ArrayArrayCodec):
+    """Difference along ``axis`` (1 = mel bands of a (window, mel, frame) chunk)."""
+
+    is_fixed_size = True
+    axis: int = 1
+
+    def __init__(self, *, axis: int = 1) -> None:
+        object.__setattr__(self, "axis", int(axis))
+
+    @classmethod
+    def from_dict(cls, data):
+        _, configuration = parse_named_configuration(data, NAME)
+        return cls(**(configuration or {}))
+
+    def to_dict(self):
+        return {"name": NAME, "configuration": {"axis": self.axis}}
+
+    def validate(self, shape, dtype, chunk_grid) -> None:
+        if not 0 <= self.axis < len(shape):
+            raise ValueError(f"{NAME}: axis {self.axis} is outside a {len(shape)}-d array")
+        if np.dtype(dtype.to_native_dtype()).kind != "u":
+            raise ValueError(f"{NAME} is lossless only for unsigned integers, not {dtype}")
+
+    async def _encode_single(self, chunk_array, chunk_spec):
+        data = np.moveaxis(np.asarray(chunk_array.as_ndarray_like()), self.axis, 0)
+        out = data.copy()
+        np.subtract(data[1:], data[:-1], out=out[1:])
+        return chunk_spec.prototype.nd_buffer.from_ndarray_like(np.moveaxis(out, 0, self.axis))
+
+    async def _decode_single(self, chunk_array, chunk_spec):
+        out = np.array(chunk_array.as_ndarray_like())  # a writable copy
+        slices = np.moveaxis(out, self.axis, 0)
+        for i in range(1, slices.shape[0]):
+            np.add(slices[i], slices[i - 1], out=slices[i])
+        return chunk_spec.prototype.nd_buffer.from_ndarray_like(out)
+
+    def compute_encoded_size(self, input_byte_length: int, _chunk_spec) -> int:
+        return input_byte_length
+
+
+def register() -> None:
+    """Make the codec known in this process (the entry point does it for installed copies)."""
+    from zarr.registry import register_codec
+
+    register_codec(NAME, BandDelta)
