@@ -30,7 +30,8 @@ class MelFrontend(torch.nn.Module):
             center=c.center, pad_mode=c.pad_mode, return_complex=True,
         )
         if c.power == 2.0:
-            power = torch.view_as_real(spec).square().sum(-1)
+            # re^2 + im^2: no square root, and far faster than summing a view_as_real pair
+            power = spec.real.square() + spec.imag.square()
         else:
             power = spec.abs().pow(c.power)
         return torch.matmul(self.mel, power)
