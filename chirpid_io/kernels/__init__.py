@@ -37,6 +37,12 @@ def mel_spectrogram(waves, config: SpectrogramConfig | None = None, backend: str
     if waves.ndim != 2:
         raise ConfigError(f"waves must be (batch, samples), got shape {tuple(waves.shape)}")
     device = torch.device(device) if device is not None else waves.device
+    if backend not in BACKENDS:
+        raise BackendUnavailableError(f"unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}")
+    if waves.shape[0] == 0:
+        frames = 1 + (waves.shape[1] - (0 if config.center else config.n_fft)) // config.hop_length
+        dtype = torch.float64 if backend == "reference" else torch.float32
+        return torch.empty((0, config.n_mels, frames), dtype=dtype, device=device)
     if backend == "torch":
         return frontend(config, str(device))(waves.to(device, torch.float32))
     if backend == "torchaudio":
@@ -47,11 +53,9 @@ def mel_spectrogram(waves, config: SpectrogramConfig | None = None, backend: str
         from . import dali_mel
 
         return dali_mel.mel_spectrogram(waves, config, device)
-    if backend == "reference":
-        from . import reference
+    from . import reference  # backend == "reference"
 
-        return torch.from_numpy(reference.mel_spectrogram(waves.cpu().numpy(), config)).to(device)
-    raise BackendUnavailableError(f"unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}")
+    return torch.from_numpy(reference.mel_spectrogram(waves.cpu().numpy(), config)).to(device)
 
 
 @lru_cache(maxsize=8)

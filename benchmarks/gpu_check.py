@@ -1,0 +1,282 @@
+"""One script for a CUDA machine: is every mel backend right there, and how fast is it?
+
+    python benchmarks/gpu_check.py                     # all checks on cuda
+    python benchmarks/gpu_check.py --only parity       # some checks
+    python benchmarks/gpu_check.py --device cpu --batches 1,8   # smoke test without a GPU
+
+Each check is a function registered with ``@check("name")`` that takes the run's
+``Context`` and returns ``(data, markdown)``: the data goes into the JSON report
+(``$OUT/gpu_check.json`` when OUT is set, or ``--json PATH``), the markdown is printed.
+A check fails when its data says ``"ok": False`` or when it raises; the others still run,
+and the exit status is 1 when any check failed. Later checks (loader bandwidth, a training step) are one more
+decorated function each. The whole run stays under ~3 minutes on an H100.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import sys
+import time
+import traceback
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from a bare checkout
+
+from chirpid_io.config import SpectrogramConfig  # noqa: E402
+from chirpid_io.kernels import mel_spectrogram  # noqa: E402
+
+#: Largest max-abs difference from the float64 reference, in dB, that counts as correct.
+PARITY_TOL_DB = 0.01
+BACKENDS = ("torch", "torchaudio", "dali")
+
+
+@dataclass
+class Context:
+    device: torch.device
+    config: SpectrogramConfig
+    batches: tuple[int, ...]
+    repeats: int
+    seed: int
+    backends: tuple[str, ...] = field(default_factory=tuple)  # those that import here
+
+
+CHECKS: dict[str, Callable[[Context], tuple[dict, str]]] = {}
+
+
+def check(name: str):
+    """Register a check under ``name``; checks run in the order they are defined."""
+
+    def register(fn):
+        CHECKS[name] = fn
+        return fn
+
+    return register
+
+
+# -- helpers ------------------------------------------------------------------------------
+
+
+def synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def make_signals(config: SpectrogramConfig, seed: int) -> dict[str, np.ndarray]:
+    """Seeded noise at three levels and three linear chirps, (B, n_samples) float32 each."""
+    rng = np.random.default_rng(seed)
+    n, rate = config.n_samples, config.sample_rate
+    t, duration = np.arange(n) / rate, n / rate
+    noise = rng.standard_normal((3, n)) * np.array([[1.0], [0.05], [3.0]])
+    sweeps = [(50.0, rate / 2 - 50.0), (rate / 2 - 1000.0, 200.0), (1000.0, 4000.0)]
+    phases = [f0 * t + (f1 - f0) * t**2 / (2 * duration) for f0, f1 in sweeps]  # cycles
+    chirps = np.sin(2 * np.pi * np.stack(phases))
+    return {"noise": noise.astype(np.float32), "chirp": chirps.astype(np.float32)}
+
+
+def clips_per_second(run: Callable[[], object], batch: int, device: torch.device, repeats: int,
+                     budget_s: float = 4.0) -> float:
+    """Median throughput of ``run`` (one batch per call) after two warm-up calls.
+
+    Stops early, after at least three timed calls, once ``budget_s`` seconds are spent.
+    """
+    for _ in range(2):
+        run()
+    synchronize(device)
+    times: list[float] = []
+    while len(times) < repeats and (len(times) < 3 or sum(times) < budget_s):
+        start = time.perf_counter()
+        run()
+        synchronize(device)
+        times.append(time.perf_counter() - start)
+    return batch / statistics.median(times)
+
+
+def device_info(device: torch.device) -> dict:
+    info = {
+        "device": str(device),
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "cpu_count": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+    }
+    try:
+        import torchaudio
+
+        info["torchaudio"] = torchaudio.__version__
+    except ImportError:
+        info["torchaudio"] = None
+    try:
+        import nvidia.dali
+
+        info["dali"] = nvidia.dali.__version__
+    except ImportError:
+        info["dali"] = None
+    if device.type == "cuda":
+        props = torch.cuda.get_device_properties(device)
+        info.update(
+            gpu=props.name,
+            capability=f"{props.major}.{props.minor}",
+            gpu_memory_gib=round(props.total_memory / 2**30, 1),
+            cuda=torch.version.cuda,
+            tf32_matmul=torch.backends.cuda.matmul.allow_tf32,
+        )
+    return info
+
+
+def available_backends() -> tuple[str, ...]:
+    names = ["torch"]
+    try:
+        import torchaudio  # noqa: F401
+
+        names.append("torchaudio")
+    except ImportError:
+        pass
+    try:
+        import nvidia.dali  # noqa: F401
+
+        names.append("dali")
+    except ImportError:
+        pass
+    return tuple(names)
+
+
+def markdown_table(header: list[str], rows: list[list]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(str(cell) for cell in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+# -- checks -------------------------------------------------------------------------------
+
+
+@check("parity")
+def check_parity(ctx: Context) -> tuple[dict, str]:
+    """Max abs dB difference of each backend on ``ctx.device`` from the float64 reference."""
+    config = ctx.config.replace(scaling="db")
+    data, rows = {}, []
+    for kind, waves in make_signals(config, ctx.seed).items():
+        expected = mel_spectrogram(waves, config, backend="reference").numpy()
+        for backend in ctx.backends:
+            try:
+                with torch.inference_mode():
+                    out = mel_spectrogram(waves, config, backend=backend, device=ctx.device)
+            except Exception as exc:  # noqa: BLE001 - one broken backend must not hide the rest
+                data[f"{backend}/{kind}"] = {"error": f"{type(exc).__name__}: {exc}", "ok": False}
+                rows.append([backend, kind, "-", f"error: {type(exc).__name__}", "FAIL"])
+                continue
+            on_device = out.device.type == ctx.device.type
+            error = float(np.abs(out.cpu().numpy() - expected).max())
+            ok = on_device and error <= PARITY_TOL_DB
+            data[f"{backend}/{kind}"] = {"max_abs_db": error, "device": str(out.device), "ok": ok}
+            rows.append([backend, kind, str(out.device), f"{error:.2e}", "ok" if ok else "FAIL"])
+    data["ok"] = all(entry["ok"] for entry in data.values())
+    return data, markdown_table(["backend", "signal", "device", "max abs dB vs reference", ""], rows)
+
+
+@check("mel_throughput")
+def check_mel_throughput(ctx: Context) -> tuple[dict, str]:
+    """Clips/s of each backend on ``ctx.device`` and of the torch backend on the CPU.
+
+    Input: 5 s noise clips, already on the device for torch and torchaudio (what a
+    prefetching loader hands over), on the host for DALI (which copies it in itself).
+    """
+    cpu = torch.device("cpu")
+    rng = np.random.default_rng(ctx.seed)
+    host = torch.from_numpy(rng.standard_normal((max(ctx.batches), ctx.config.n_samples), np.float32))
+    resident = host.to(ctx.device)
+    columns = [(backend, ctx.device) for backend in ctx.backends]
+    if ctx.device.type != "cpu":
+        columns.append(("torch", cpu))
+    data: dict[str, dict] = {"clips_per_second": {}, "errors": {}}
+    rows = []
+    for batch in ctx.batches:
+        row: dict[str, float | None] = {}
+        for backend, device in columns:
+            waves = (host if backend == "dali" or device.type == "cpu" else resident)[:batch]
+
+            def run(waves=waves, backend=backend, device=device):
+                with torch.inference_mode():
+                    return mel_spectrogram(waves, ctx.config, backend=backend, device=device)
+
+            key = f"{backend}@{device.type}"
+            try:
+                row[key] = clips_per_second(run, batch, device, ctx.repeats)
+            except Exception as exc:  # noqa: BLE001 - keep timing the other backends
+                row[key] = None
+                data["errors"][f"{key}/{batch}"] = f"{type(exc).__name__}: {exc}"
+        data["clips_per_second"][str(batch)] = row
+        on_device = [row[f"{b}@{ctx.device.type}"] or 0.0 for b in ctx.backends]
+        baseline = row["torch@cpu"]
+        cells = ["error" if value is None else f"{value:,.0f}" for value in row.values()]
+        rows.append([batch, *cells, f"{max(on_device) / baseline:.1f}x" if baseline else "-"])
+        print(f"  batch {batch}: " + ", ".join(f"{k} {c}/s" for k, c in zip(row, cells)), flush=True)
+    data["ok"] = not data["errors"]
+    header = ["batch", *[f"{b} {d.type} (clips/s)" for b, d in columns], "best vs torch cpu"]
+    return data, markdown_table(header, rows)
+
+
+# -- driver -------------------------------------------------------------------------------
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--device", default="cuda", help="cuda (default), cuda:N or cpu")
+    parser.add_argument("--only", default="", help=f"comma-separated checks, of: {', '.join(CHECKS)}")
+    parser.add_argument("--batches", default="1,8,64,256", help="batch sizes to time (clips)")
+    parser.add_argument("--repeats", type=int, default=7, help="timed runs per cell (median taken)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--json", type=Path, help="report path (default: $OUT/gpu_check.json)")
+    args = parser.parse_args(argv)
+
+    device = torch.device(args.device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        print(f"--device {args.device}: no CUDA device here; use --device cpu for a smoke test")
+        return 2
+    names = [n.strip() for n in args.only.split(",") if n.strip()] or list(CHECKS)
+    unknown = [n for n in names if n not in CHECKS]
+    if unknown:
+        parser.error(f"unknown checks {unknown}; choose from {list(CHECKS)}")
+    ctx = Context(
+        device=device, config=SpectrogramConfig(), seed=args.seed, repeats=args.repeats,
+        batches=tuple(int(b) for b in args.batches.split(",")), backends=available_backends(),
+    )
+
+    report = {"info": device_info(device), "backends": list(ctx.backends), "checks": {}}
+    print("## device\n" + json.dumps(report["info"], indent=1), flush=True)
+    start_all = time.perf_counter()
+    for name in names:
+        print(f"\n## {name}", flush=True)
+        start = time.perf_counter()
+        try:
+            data, markdown = CHECKS[name](ctx)
+            report["checks"][name] = {"ok": bool(data.get("ok", True)), "data": data}
+            print(markdown)
+        except Exception as exc:  # noqa: BLE001 - a failed check must not stop the others
+            traceback.print_exc()
+            report["checks"][name] = {"ok": False, "error": f"{type(exc).__name__}: {exc}"}
+            print(f"FAILED: {type(exc).__name__}: {str(exc)[:500]}")
+        report["checks"][name]["seconds"] = round(time.perf_counter() - start, 1)
+        print(f"({report['checks'][name]['seconds']} s)", flush=True)
+    report["seconds"] = round(time.perf_counter() - start_all, 1)
+    report["ok"] = all(result["ok"] for result in report["checks"].values())
+
+    path = args.json or (Path(os.environ["OUT"]) / "gpu_check.json" if os.environ.get("OUT") else None)
+    if path is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(report, indent=1))
+        print(f"\nwrote {path}")
+    print(f"\n{'all checks passed' if report['ok'] else 'SOME CHECKS FAILED'} in {report['seconds']} s")
+    return 0 if report["ok"] else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
