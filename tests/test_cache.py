@@ -326,3 +326,22 @@ def test_plain_zarr_reads_the_cache_through_the_entry_point(clean):
     import io
 
     np.testing.assert_array_equal(np.load(io.BytesIO(out.stdout)), open_cache(clean).specs[:])
+
+
+def test_old_png_set_is_imported_without_recomputing(corpus, tmp_path):
+    pytest.importorskip("librosa")
+    from chirpid_io.legacy import WINDOWS_CSV, legacy_preprocess, read_legacy_dataset
+
+    five_second = make_corpus(tmp_path / "long-audio")
+    for path in five_second.rglob("*.wav"):  # the old recipe needs 5 s windows at 32 kHz
+        write_recording(path, 2_000, 11.0, seed=len(path.name), rate=32_000)
+    legacy_preprocess(five_second, tmp_path / "old")
+    old = read_legacy_dataset(tmp_path / "old" / WINDOWS_CSV)
+    out = tmp_path / "imported"
+    report = build_cache(tmp_path / "old" / WINDOWS_CSV, out, progress=False)
+    cache = open_cache(out)
+    assert report.windows_added == len(cache) == len(old.labels) > 0
+    np.testing.assert_array_equal(cache.specs[:], old.images)  # the PNG pixels, untouched
+    names = [old.class_names[i] for i in old.labels]
+    assert [cache.class_names[i] for i in cache.labels] == names
+    assert build_cache(tmp_path / "old" / WINDOWS_CSV, out, progress=False).windows_added == 0

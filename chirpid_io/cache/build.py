@@ -149,7 +149,9 @@ def _build_from_audio(todo: list[Recording], writer: CacheWriter, config, report
             _store(pending, writer, config, report, backend, device)
             pending, pending_windows = [], 0
         bar.update(1)
-        bar.set_postfix(windows=report.windows_added + pending_windows, refresh=False)
+        elapsed = bar.format_dict["elapsed"] or 1e-9
+        bar.set_postfix(windows=report.windows_added + pending_windows,
+                        audio=f"{report.audio_seconds / elapsed:.0f}s/s", refresh=False)
     _store(pending, writer, config, report, backend, device)
     bar.close()
 
