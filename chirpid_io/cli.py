@@ -16,6 +16,8 @@ EPILOG = """examples:
   chirpid-io build-cache train.csv my-cache --audio-root audio/ --max-per-class 100
   chirpid-io inspect my-cache
   chirpid-io verify my-cache
+  chirpid-io train my-cache models/ --epochs 30
+  chirpid-io predict models/ rec.wav --json
 """
 
 
@@ -34,6 +36,10 @@ def build_parser() -> argparse.ArgumentParser:
     _add_build(commands)
     _add_inspect(commands)
     _add_verify(commands)
+    from .trainers.cli import add_predict_parser, add_train_parser
+
+    add_train_parser(commands)
+    add_predict_parser(commands)
     return parser
 
 

@@ -1,0 +1,40 @@
+"""The cache -> training-batch path: dataset, chunk-aware sampler, splits, device loader.
+
+    from chirpid_io.loaders import make_loader
+    for x, y in make_loader(cache, 42):
+        ...
+
+Importing this package imports numpy only; torch and zarr load on first use.
+"""
+
+from __future__ import annotations
+
+import importlib
+
+_LAZY = {
+    "make_loader": "chirpid_io.loaders.loader",
+    "SpectrogramLoader": "chirpid_io.loaders.loader",
+    "STD_FLOOR": "chirpid_io.loaders.loader",
+    "SpectrogramDataset": "chirpid_io.loaders.dataset",
+    "HostBatch": "chirpid_io.loaders.dataset",
+    "ChunkShuffleSampler": "chirpid_io.loaders.samplers",
+    "group_kfold": "chirpid_io.loaders.splits",
+    "group_split": "chirpid_io.loaders.splits",
+    "window_groups": "chirpid_io.loaders.splits",
+    "Augment": "chirpid_io.loaders.augment",
+}
+
+__all__ = sorted(_LAZY)
+
+
+def __getattr__(name: str):
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'chirpid_io.loaders' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__():
+    return __all__

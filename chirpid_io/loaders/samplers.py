@@ -1,0 +1,135 @@
+"""ChunkShuffleSampler: a shuffled order in which each batch touches few compressed chunks.
+
+A cache stores windows in chunks of ``chunk_windows`` consecutive windows; reading one
+window decompresses its whole chunk. A fully random permutation makes every batch touch
+about ``batch_size`` chunks, so each chunk is decompressed ~``chunk_windows`` times per
+epoch. This sampler shuffles the *chunks*, then shuffles windows only within a pool of
+``pool_chunks`` consecutive (already shuffled) chunks: a batch then spans about
+``batch_size / chunk_windows + pool_chunks`` chunks, and the order is still different
+every epoch at both levels.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ..errors import ConfigError
+
+
+class ChunkShuffleSampler:
+    """Positions ``0 .. n-1`` of a dataset, chunk-aware shuffled, for one distributed rank.
+
+    ``n_or_dataset``: the number of items, or a dataset with an ``indices`` array of cache
+    window indices (a :class:`~chirpid_io.loaders.SpectrogramDataset`, possibly a train
+    split); position ``p`` then lies in chunk ``indices[p] // chunk_windows``, otherwise in
+    chunk ``p // chunk_windows``.
+
+    The order depends only on ``seed`` and the epoch (``set_epoch``; it does not advance by
+    itself, as with torch's ``DistributedSampler``). ``shuffle=False`` keeps position order.
+
+    Distributed: the epoch's global order is cut into ``world_size`` contiguous, equal
+    parts (contiguous, so each rank keeps the chunk locality); rank ``r`` takes part ``r``.
+    When ``world_size`` does not divide ``n``, ``drop_last=False`` pads the order by
+    wrapping around to its start (a few items are seen twice per epoch, as with
+    ``DistributedSampler``); ``drop_last=True`` drops the tail instead (a few items are not
+    seen this epoch; a different few each shuffled epoch).
+
+    ``state_dict()`` records the epoch and how many items this rank has consumed;
+    after ``load_state_dict`` the next iteration continues exactly there.
+    """
+
+    def __init__(
+        self,
+        n_or_dataset,
+        chunk_windows: int,
+        *,
+        shuffle: bool = True,
+        pool_chunks: int = 4,
+        seed: int = 0,
+        rank: int = 0,
+        world_size: int = 1,
+        drop_last: bool = False,
+    ):
+        if isinstance(n_or_dataset, (int, np.integer)):
+            window_of = np.arange(int(n_or_dataset), dtype=np.int64)
+        else:
+            window_of = np.asarray(n_or_dataset.indices, dtype=np.int64)
+        if chunk_windows <= 0 or pool_chunks <= 0:
+            raise ConfigError(f"chunk_windows ({chunk_windows}) and pool_chunks ({pool_chunks}) must be positive")
+        if world_size <= 0 or not 0 <= rank < world_size:
+            raise ConfigError(f"need 0 <= rank < world_size, got rank={rank}, world_size={world_size}")
+        self.n = len(window_of)
+        self.shuffle = shuffle
+        self.pool_chunks = pool_chunks
+        self.seed = seed
+        self.rank = rank
+        self.world_size = world_size
+        self.drop_last = drop_last
+        self.epoch = 0
+        self._start = 0  # items of this epoch consumed before the next iteration starts
+        self._yielded = 0  # items of this epoch yielded so far
+        # positions grouped by chunk, each group in position order
+        chunk_of = window_of // chunk_windows
+        by_chunk = np.argsort(chunk_of, kind="stable")
+        bounds = np.flatnonzero(np.diff(chunk_of[by_chunk])) + 1
+        self._chunks = np.split(by_chunk, bounds) if self.n else []
+        if drop_last:
+            self.per_rank = self.n // world_size
+        else:
+            self.per_rank = -(-self.n // world_size)
+
+    def set_epoch(self, epoch: int) -> None:
+        """Select the epoch's order (and forget a loaded mid-epoch position)."""
+        self.epoch = int(epoch)
+        self._start = self._yielded = 0
+
+    def order(self, epoch: int | None = None) -> np.ndarray:
+        """This rank's full order of positions for ``epoch`` (default: the current one)."""
+        epoch = self.epoch if epoch is None else epoch
+        if not self.shuffle:
+            order = np.arange(self.n, dtype=np.int64)
+        else:
+            rng = np.random.default_rng([self.seed, epoch])
+            chunks = [self._chunks[i] for i in rng.permutation(len(self._chunks))]
+            pools = []
+            for start in range(0, len(chunks), self.pool_chunks):
+                pool = np.concatenate(chunks[start : start + self.pool_chunks])
+                pools.append(pool[rng.permutation(len(pool))])
+            order = np.concatenate(pools) if pools else np.empty(0, dtype=np.int64)
+        total = self.per_rank * self.world_size
+        if total > self.n:  # pad by wrapping (possibly more than once for tiny n)
+            order = np.resize(order, total)
+        return order[self.rank * self.per_rank : (self.rank + 1) * self.per_rank]
+
+    def __iter__(self):
+        order = self.order()
+        start, self._start = self._start, 0
+        self._yielded = start
+        for position in order[start:].tolist():
+            self._yielded += 1
+            yield position
+
+    def __len__(self) -> int:
+        """Items the next iteration yields (fewer after a mid-epoch ``load_state_dict``)."""
+        return self.per_rank - self._start
+
+    def state_dict(self, consumed: int | None = None) -> dict:
+        """The epoch and how many of its items were consumed: ``consumed`` when given (a
+        loader that prefetches knows better than the sampler), else the count yielded."""
+        consumed = self._yielded if consumed is None else consumed
+        return {"epoch": self.epoch, "consumed": int(consumed), "seed": self.seed,
+                "rank": self.rank, "world_size": self.world_size, "n": self.n}
+
+    def load_state_dict(self, state: dict) -> None:
+        """Resume: the next iteration yields the rest of ``state``'s epoch."""
+        for key in ("seed", "world_size", "n"):
+            if state.get(key, getattr(self, key)) != getattr(self, key):
+                raise ConfigError(
+                    f"sampler state was saved with {key}={state[key]!r}, this sampler has "
+                    f"{key}={getattr(self, key)!r}; resume with the same data and settings"
+                )
+        self.epoch = int(state["epoch"])
+        consumed = int(state["consumed"])
+        if not 0 <= consumed <= self.per_rank:
+            raise ConfigError(f"sampler state consumed={consumed} is outside 0..{self.per_rank}")
+        self._start = self._yielded = consumed

@@ -1,0 +1,436 @@
+"""The training loop (``fit``): mixed precision, schedules, clipping, multi-metric early
+stopping that really restores the best weights, and crash-safe checkpoints.
+
+The module is ``loop``, not ``fit``, so that ``chirpid_io.trainers.fit`` stays the
+function (a submodule named like it would replace it on the package once imported).
+
+The loop takes any iterables of ``(x, y)`` batches (``x`` float (B, 1, n_mels, frames),
+``y`` int64 class indices): a ``chirpid_io.loaders`` loader, a ``DataLoader`` or a list.
+Per-epoch metrics (loss, accuracy, macro-F1) are accumulated on the device (a confusion
+matrix through ``index_add_``), so a batch never waits for the host; the only per-batch
+sync left is the fp16 GradScaler's own overflow check.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import random
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Callable, Iterable, Sequence
+
+import numpy as np
+import torch
+from torch import nn
+
+from ..errors import ConfigError
+
+OPTIMIZERS = ("adam", "adamw", "sgd")
+SCHEDULES = ("cosine", "plateau", "onecycle", "none")
+AMP_MODES = ("auto", "bf16", "fp16", "off")
+METRICS = ("loss", "accuracy", "macro_f1")
+CHECKPOINT = "last.pt"
+
+
+@dataclass
+class TrainConfig:
+    """Everything that decides a training run.
+
+    ``lr`` is the peak learning rate; ``schedule``: "cosine" (linear warm-up over
+    ``warmup_epochs``, then cosine decay to 0 at ``epochs``), "plateau" (x0.5 after 3
+    epochs without a better val_loss), "onecycle" (per step; needs a loader with a length),
+    "none". ``amp``: "auto" (bf16 on a GPU that has it, else fp16 with loss scaling on
+    CUDA; off on CPU, where bf16 autocast is slower than float32 without AMX units),
+    "bf16" (also on CPU), "fp16" (CUDA only), "off". ``grad_clip``: max global L2 norm.
+    ``class_weights``: "balanced" (n / (k * count) per class, from the training labels),
+    an explicit list, or None. ``early_stopping``: metrics watched ("val_loss",
+    "val_accuracy", "val_macro_f1", or "train_..."); training stops once none of them
+    improved by more than ``min_delta`` for ``patience`` epochs (None: never stop early).
+    The weights returned are those of the epoch where the first listed metric was best.
+    ``seed``: fit seeds Python's, numpy's and torch's global generators with it first
+    (build the model after your own ``torch.manual_seed`` for a reproducible init).
+    ``checkpoint_dir``: write ``last.pt`` there after every epoch (atomically);
+    ``resume``: continue from it when it exists.
+    """
+
+    epochs: int = 30
+    lr: float = 1e-3
+    weight_decay: float = 0.0
+    optimizer: str = "adamw"
+    momentum: float = 0.9
+    schedule: str = "cosine"
+    warmup_epochs: int = 0
+    amp: str = "auto"
+    channels_last: bool = False
+    compile: bool = False
+    grad_clip: float | None = None
+    label_smoothing: float = 0.0
+    class_weights: str | Sequence[float] | None = None
+    early_stopping: Sequence[str] = ("val_loss",)
+    patience: int | None = None
+    min_delta: float = 0.0
+    seed: int = 0
+    device: str | None = None
+    checkpoint_dir: str | os.PathLike | None = None
+    resume: bool = False
+
+    def __post_init__(self) -> None:
+        if isinstance(self.early_stopping, str):
+            self.early_stopping = (self.early_stopping,)
+        self.early_stopping = tuple(self.early_stopping)
+        for name, value, choices in (("optimizer", self.optimizer, OPTIMIZERS),
+                                     ("schedule", self.schedule, SCHEDULES), ("amp", self.amp, AMP_MODES)):
+            if value not in choices:
+                raise ConfigError(f"TrainConfig.{name} must be one of {choices}, got {value!r}")
+        for metric in self.early_stopping:
+            split, _, name = metric.partition("_")
+            if split not in ("train", "val") or name not in METRICS:
+                raise ConfigError(f"TrainConfig.early_stopping: unknown metric {metric!r}; use e.g. "
+                                  "'val_loss', 'val_accuracy', 'val_macro_f1'")
+        if self.resume and self.checkpoint_dir is None:
+            raise ConfigError("TrainConfig.resume=True needs checkpoint_dir (where the run's last.pt is)")
+        if not self.early_stopping:
+            raise ConfigError("TrainConfig.early_stopping needs at least one metric, e.g. ['val_loss']")
+        if self.epochs < 1:
+            raise ConfigError(f"TrainConfig.epochs must be >= 1, got {self.epochs}")
+        if isinstance(self.class_weights, str) and self.class_weights != "balanced":
+            raise ConfigError(f"TrainConfig.class_weights must be 'balanced', a list or None, "
+                              f"got {self.class_weights!r}")
+
+    def to_dict(self) -> dict:
+        out = asdict(self)
+        out["early_stopping"] = list(self.early_stopping)
+        if out["checkpoint_dir"] is not None:
+            out["checkpoint_dir"] = str(out["checkpoint_dir"])
+        return out
+
+
+@dataclass
+class FitResult:
+    """The trained model (best weights loaded, on the training device), one dict per epoch,
+    the best epoch (1-based) and its metrics, and its validation confusion matrix
+    (rows: true class, columns: predicted)."""
+
+    model: nn.Module
+    history: list[dict]
+    best_epoch: int
+    best_metrics: dict
+    confusion: np.ndarray | None = None
+    stopped_early: bool = False
+
+
+# -- precision ------------------------------------------------------------------------
+def resolve_amp(mode: str, device: torch.device) -> torch.dtype | None:
+    """The autocast dtype for ``mode`` on ``device`` (None: full float32)."""
+    if mode == "off":
+        return None
+    if device.type == "cuda":
+        bf16 = torch.cuda.is_bf16_supported()
+        if mode == "auto":
+            return torch.bfloat16 if bf16 else torch.float16
+        if mode == "bf16" and not bf16:
+            raise ConfigError(f"amp='bf16' asked for, but {torch.cuda.get_device_name(device)} has no "
+                              "bfloat16; use amp='fp16' or 'auto'")
+        return torch.bfloat16 if mode == "bf16" else torch.float16
+    if mode == "fp16":
+        raise ConfigError(f"amp='fp16' needs a CUDA device, training runs on {device}; use 'bf16' or 'off'")
+    return torch.bfloat16 if mode == "bf16" else None
+
+
+# -- metrics --------------------------------------------------------------------------
+class _Meter:
+    """Loss sum and confusion matrix (hence the sample count), kept on the device."""
+
+    def __init__(self, n_classes: int, device: torch.device):
+        self.n = n_classes
+        self.loss = torch.zeros((), dtype=torch.float64, device=device)
+        self.confusion = torch.zeros(n_classes * n_classes, dtype=torch.int64, device=device)
+
+    def update(self, loss_sum: torch.Tensor, logits: torch.Tensor, y: torch.Tensor) -> None:
+        self.loss += loss_sum.detach().double()
+        pred = logits.detach().argmax(1)
+        y = _hard(y)  # soft targets (mixup) count as their dominant class
+        # index_add_, not bincount: CUDA's bincount reads the input's max back to the host
+        cells = y * self.n + pred
+        self.confusion.index_add_(0, cells, torch.ones_like(cells))
+
+    def result(self, prefix: str) -> tuple[dict, np.ndarray]:
+        confusion = self.confusion.view(self.n, self.n).cpu().numpy()  # the epoch's one sync
+        count = int(confusion.sum())
+        loss = float(self.loss.item()) / max(count, 1)
+        metrics = {f"{prefix}_loss": loss, **{f"{prefix}_{k}": v for k, v in confusion_metrics(confusion).items()}}
+        return metrics, confusion
+
+
+def confusion_metrics(confusion: np.ndarray) -> dict:
+    """Accuracy and macro-F1 from a (true, predicted) count matrix.
+
+    Macro-F1 averages over the classes that occur as a target or a prediction (as
+    scikit-learn does without ``labels=``); a class never seen in either is left out.
+    """
+    confusion = np.asarray(confusion, dtype=np.float64)
+    total = confusion.sum()
+    tp = np.diag(confusion)
+    fp = confusion.sum(0) - tp
+    fn = confusion.sum(1) - tp
+    present = (tp + fp + fn) > 0
+    f1 = np.divide(2 * tp, 2 * tp + fp + fn, out=np.zeros_like(tp), where=present)
+    return {"accuracy": float(tp.sum() / total) if total else 0.0,
+            "macro_f1": float(f1[present].mean()) if present.any() else 0.0}
+
+
+# -- the loop -------------------------------------------------------------------------
+def fit(model: nn.Module, train_loader: Iterable, val_loader: Iterable | None, config: TrainConfig,
+        *, log: Callable[[dict], None] | None = None) -> FitResult:
+    """Train ``model`` on ``train_loader``, validating on ``val_loader`` after each epoch.
+
+    Targets are int64 class indices, or (B, n_classes) probabilities (mixup).
+
+    ``train_loss`` is the objective minimised (mean over windows of the weighted,
+    smoothed cross-entropy); ``val_loss`` the plain mean cross-entropy.
+    ``log`` is called with each epoch's record (the dict appended to ``history``: epoch,
+    lr, train_/val_ loss, accuracy and macro_f1, seconds (epoch), train_seconds,
+    train_windows_per_second), after that
+    epoch's checkpoint is on disk. Returns the model with the best epoch's weights.
+    """
+    device = torch.device(config.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    _seed_everything(config.seed)
+    amp_dtype = resolve_amp(config.amp, device)
+    scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16)
+    model = model.to(device)
+    if config.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    n_classes = _n_classes(model)
+    criterion = nn.CrossEntropyLoss(weight=_class_weights(config, train_loader, n_classes, device),
+                                    label_smoothing=config.label_smoothing, reduction="sum")
+    # validation scores the data's plain cross-entropy: class weights and label smoothing
+    # are training devices, and would make val_loss incomparable across configs
+    plain = nn.CrossEntropyLoss(reduction="sum")
+    optimizer = _optimizer(model, config)
+    scheduler = _scheduler(optimizer, config, train_loader)
+    step = torch.compile(model) if config.compile else model
+
+    state = {"epoch": 0, "history": [], "best": {}, "best_epoch": 0, "best_state": None,
+             "best_confusion": None, "bad_epochs": 0}
+    ckpt_path = Path(config.checkpoint_dir) / CHECKPOINT if config.checkpoint_dir else None
+    if config.resume and ckpt_path is not None and ckpt_path.exists():
+        state = _load_checkpoint(ckpt_path, model, optimizer, scheduler, scaler, device)
+
+    watched = list(config.early_stopping)
+    stopped_early = False
+    for epoch in range(state["epoch"] + 1, config.epochs + 1):
+        if hasattr(train_loader, "set_epoch"):
+            train_loader.set_epoch(epoch)  # seeded per-epoch shuffles survive a resume
+        started = time.perf_counter()
+        train_meter = _run_epoch(step, train_loader, criterion, device, amp_dtype, n_classes, config,
+                                 optimizer=optimizer, scaler=scaler,
+                                 scheduler=scheduler if config.schedule == "onecycle" else None)
+        record = {"epoch": epoch, "lr": optimizer.param_groups[0]["lr"]}
+        metrics, _ = train_meter.result("train")  # waits for the device: the timing is honest
+        train_seconds = time.perf_counter() - started
+        record.update(metrics)
+        confusion = None
+        if val_loader is not None:
+            with torch.no_grad():
+                val_meter = _run_epoch(step, val_loader, plain, device, amp_dtype, n_classes, config)
+            metrics, confusion = val_meter.result("val")
+            record.update(metrics)
+        seconds = time.perf_counter() - started
+        count = int(train_meter.confusion.sum().item())
+        if count == 0:
+            raise ConfigError("the training loader yielded no batches: check its indices and batch "
+                              "size (drop_last with fewer windows than one batch gives none)")
+        record.update(seconds=seconds, train_seconds=train_seconds,
+                      train_windows_per_second=count / train_seconds if train_seconds else 0.0)
+        if config.schedule == "cosine":
+            scheduler.step()
+        elif config.schedule == "plateau":
+            scheduler.step(record.get("val_loss", record["train_loss"]))
+        state["history"].append(record)
+
+        present = [m for m in watched if m in record]  # no val_ metrics without a val_loader
+        improved = [m for m in present if _better(m, record[m], state["best"].get(m), config.min_delta)]
+        for m in improved:
+            state["best"][m] = record[m]
+        if not present:
+            improved = ["epoch"]  # nothing to watch: every epoch is the best so far
+        if not present or present[0] in improved or state["best_state"] is None:
+            # a real copy: state_dict() tensors alias the live parameters
+            state["best_state"] = {k: v.detach().clone() for k, v in model.state_dict().items()}
+            state["best_epoch"], state["best_confusion"] = epoch, confusion
+        state["bad_epochs"] = 0 if improved else state["bad_epochs"] + 1
+        state["epoch"] = epoch
+        if ckpt_path is not None:
+            _save_checkpoint(ckpt_path, model, optimizer, scheduler, scaler, state, config)
+        if log is not None:
+            log(record)
+        if config.patience is not None and state["bad_epochs"] >= config.patience:
+            stopped_early = True
+            break
+
+    if state["best_state"] is not None:
+        model.load_state_dict(state["best_state"])
+    best = next((r for r in state["history"] if r["epoch"] == state["best_epoch"]), {})
+    return FitResult(model=model, history=state["history"], best_epoch=state["best_epoch"], best_metrics=dict(best),
+                     confusion=state["best_confusion"], stopped_early=stopped_early)
+
+
+def _run_epoch(model, loader, criterion, device, amp_dtype, n_classes, config, *, optimizer=None, scaler=None,
+               scheduler=None) -> _Meter:
+    training = optimizer is not None
+    model.train(training)
+    meter = _Meter(n_classes, device)
+    non_blocking = device.type == "cuda"
+    for x, y in loader:
+        x = x.to(device, non_blocking=non_blocking)
+        y = y.to(device, non_blocking=non_blocking)
+        if config.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        with torch.autocast(device.type, dtype=amp_dtype or torch.bfloat16, enabled=amp_dtype is not None):
+            logits = model(x)
+        loss_sum = criterion(logits.float(), y)
+        if training:
+            optimizer.zero_grad(set_to_none=True)
+            scaler.scale(loss_sum / len(y)).backward()
+            if config.grad_clip:
+                scaler.unscale_(optimizer)
+                nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
+            scaler.step(optimizer)
+            scaler.update()
+            if scheduler is not None:
+                scheduler.step()
+        meter.update(loss_sum, logits, y)
+    return meter
+
+
+def _better(metric: str, value: float, best: float | None, min_delta: float) -> bool:
+    if best is None or math.isnan(best):
+        return not math.isnan(value)
+    if metric.endswith("loss"):
+        return value < best - min_delta
+    return value > best + min_delta
+
+
+def _n_classes(model: nn.Module) -> int:
+    n = getattr(model, "n_classes", None)
+    if n is None:
+        linears = [m for m in model.modules() if isinstance(m, nn.Linear)]
+        if not linears:
+            raise ConfigError("cannot tell the number of classes: give the model an n_classes attribute")
+        n = linears[-1].out_features
+    return int(n)
+
+
+def _class_weights(config: TrainConfig, loader, n_classes: int, device) -> torch.Tensor | None:
+    if config.class_weights is None:
+        return None
+    if config.class_weights != "balanced":
+        weights = torch.as_tensor(config.class_weights, dtype=torch.float32)
+        if weights.shape != (n_classes,):
+            raise ConfigError(f"TrainConfig.class_weights has {weights.numel()} values, the model has "
+                              f"{n_classes} classes")
+        return weights.to(device)
+    dataset = getattr(loader, "dataset", None)
+    if hasattr(dataset, "cache") and hasattr(dataset, "indices"):  # a chirpid_io loader: no reading
+        labels = dataset.cache.labels[dataset.indices]
+    else:  # any other iterable: one pass over its targets
+        labels = torch.cat([_hard(torch.as_tensor(y)).cpu() for _, y in loader])
+    counts = torch.bincount(torch.as_tensor(np.asarray(labels), dtype=torch.int64), minlength=n_classes).double()
+    # sklearn's "balanced": n / (k * count); absent classes get weight 0, not infinity
+    weights = torch.where(counts > 0, counts.sum() / (n_classes * counts.clamp_min(1)), 0.0)
+    return weights.float().to(device)
+
+
+def _hard(y: torch.Tensor) -> torch.Tensor:
+    return y.argmax(1) if y.ndim == 2 else y.reshape(-1)
+
+
+def _optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.Optimizer:
+    params = model.parameters()
+    if config.optimizer == "adam":
+        return torch.optim.Adam(params, lr=config.lr, weight_decay=config.weight_decay)
+    if config.optimizer == "adamw":
+        return torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
+    return torch.optim.SGD(params, lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay,
+                           nesterov=config.momentum > 0)
+
+
+def _scheduler(optimizer, config: TrainConfig, loader):
+    if config.schedule == "none":
+        return None
+    if config.schedule == "plateau":
+        return torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, factor=0.5, patience=3)
+    if config.schedule == "onecycle":
+        try:
+            steps = len(loader)
+        except TypeError:
+            raise ConfigError("schedule='onecycle' needs a training loader with a length (batches "
+                              "per epoch); use 'cosine' for an endless iterable") from None
+        return torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=config.lr, epochs=config.epochs,
+                                                   steps_per_epoch=max(steps, 1))
+    warmup, total = config.warmup_epochs, config.epochs
+
+    def factor(epoch: int) -> float:  # epoch: epochs finished so far
+        if epoch < warmup:
+            return (epoch + 1) / (warmup + 1)
+        return 0.5 * (1 + math.cos(math.pi * (epoch - warmup) / max(1, total - warmup)))
+
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+
+
+# -- reproducibility and checkpoints --------------------------------------------------
+def _seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def _rng_state() -> dict:
+    out = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        out["cuda"] = torch.cuda.get_rng_state_all()
+    return out
+
+
+def _set_rng_state(rng: dict) -> None:
+    random.setstate(rng["python"])
+    np.random.set_state(rng["numpy"])
+    torch.set_rng_state(rng["torch"])
+    if "cuda" in rng and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(rng["cuda"])
+
+
+def _save_checkpoint(path: Path, model, optimizer, scheduler, scaler, state: dict, config: TrainConfig) -> None:
+    """Everything needed to continue the run exactly, written to a temporary name and
+    renamed over the old file, so a crash leaves the previous checkpoint intact."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    payload = {
+        "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+        "scheduler": scheduler.state_dict() if scheduler is not None else None,
+        "scaler": scaler.state_dict(), "state": state, "rng": _rng_state(), "config": config.to_dict(),
+    }
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    with open(tmp, "wb") as f:
+        torch.save(payload, f)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def _load_checkpoint(path: Path, model, optimizer, scheduler, scaler, device) -> dict:
+    # weights_only=False: our own file holds RNG states (numpy arrays, tuples) besides tensors
+    payload = torch.load(path, map_location=device, weights_only=False)
+    model.load_state_dict(payload["model"])
+    optimizer.load_state_dict(payload["optimizer"])
+    if scheduler is not None and payload["scheduler"] is not None:
+        scheduler.load_state_dict(payload["scheduler"])
+    scaler.load_state_dict(payload["scaler"])
+    rng = payload["rng"]
+    rng["torch"] = rng["torch"].cpu()
+    if "cuda" in rng:
+        rng["cuda"] = [s.cpu() for s in rng["cuda"]]
+    _set_rng_state(rng)
+    return payload["state"]
+
