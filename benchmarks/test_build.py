@@ -62,7 +62,7 @@ def build_memory_old(inputs: Inputs):
 
     work = Path(tempfile.mkdtemp())
     table, classes, root = _inputs_table(inputs, work)
-    return lambda: _old(table, classes, root, work / "png")
+    return lambda: _old(table, classes, root, work / "png").written
 
 
 @probe("build", "new", "build_cache, decoding inline (workers=0) so all memory is in one process")
@@ -73,7 +73,7 @@ def build_memory_new(inputs: Inputs):
     work = Path(tempfile.mkdtemp())
     table, classes, root = _inputs_table(inputs, work)
     _new(*chirpid_table(inputs.corpus[:1], work / "warm"), inputs.corpus[0].parent, work / "warm-cache", 0)
-    return lambda: _new(table, classes, root, work / "cache", 0)
+    return lambda: _new(table, classes, root, work / "cache", 0).windows_added
 
 
 def _inputs_table(inputs: Inputs, work):

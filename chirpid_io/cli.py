@@ -62,7 +62,7 @@ def _add_build(commands) -> None:
     p.add_argument("--backend", default="auto", choices=("auto", "torch", "torchaudio", "dali"),
                    help="mel kernel (default auto: DALI on a GPU when installed, else torch)")
     p.add_argument("--device", help="cpu, cuda, cuda:1 ... (default: cuda when available)")
-    p.add_argument("--workers", type=int, help="decoding processes (default: CPU count; 0 decodes in this process)")
+    p.add_argument("--workers", type=int, help="decoding threads (default: CPU count; 0 decodes in the main thread)")
     p.add_argument("--window-seconds", type=float, default=5.0, help="window length in seconds (default 5)")
     p.add_argument("--hop-seconds", type=float, help="seconds between window starts (default: the window length, no overlap)")
     p.add_argument("--pad-short", action="store_true", help="zero-pad recordings shorter than one window instead of skipping them")

@@ -1,6 +1,6 @@
 """build_cache: recordings -> windows (worker processes) -> log-mel (batched kernel) -> cache.
 
-The stages are separate so each can be timed: decoding runs in a process pool with a
+The stages are separate so each can be timed: decoding runs in a pool of threads with a
 bounded number of recordings in flight (memory stays bounded whatever the input size),
 results come back in input order, windows of consecutive recordings are batched to the
 kernel, and the writer stores them shard by shard.
@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import os
 import time
-from concurrent.futures import ProcessPoolExecutor
+import itertools
+from collections import deque
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator
@@ -86,7 +88,7 @@ def build_cache(
     left alone, so running the same command again resumes a killed build or appends new
     recordings. ``backend``: "auto" (DALI on a GPU if installed, else torch), "torch",
     "torchaudio" or "dali"; ``device``: "cpu", "cuda", "cuda:1"... (default: CUDA when
-    available). ``workers``: decoding processes (default: CPU count, 0 decodes inline).
+    available). ``workers``: decoding threads (default: CPU count, 0 decodes inline).
     """
     started = time.perf_counter()
     config = config or SpectrogramConfig()
@@ -199,28 +201,28 @@ def _store(batch, writer: CacheWriter, config, report, backend, device) -> None:
 
 
 def _decode_in_order(recordings: list[Recording], config, workers) -> Iterator[tuple[Recording, Decoded]]:
-    """Yield (recording, decoded) in input order, at most a few recordings per worker in flight."""
+    """Yield (recording, decoded) in input order, at most two recordings per worker in flight.
+
+    Threads, not processes: soundfile and soxr release the GIL, so threads decode in
+    parallel without a process start (about 0.5 s each) or pickling every window back
+    (measured on 5 min of corpus, 2 cores: inline 0.62 s, 2 threads 0.34 s, 2 spawned
+    processes 0.85 s with their start, 0.38 s warm).
+    """
     if workers is None:
         workers = os.cpu_count() or 1
     if workers <= 0 or len(recordings) <= 1:
         for rec in recordings:
             yield rec, decode_recording(rec.path, config)
         return
-    import multiprocessing
-
-    # spawn, not fork: the parent may hold torch/OpenMP threads that fork would copy broken
-    with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
-        in_flight = []
+    with ThreadPoolExecutor(workers, thread_name_prefix="chirpid-decode") as pool:
         queue = iter(recordings)
-        for rec in queue:
-            in_flight.append((rec, pool.submit(decode_recording, rec.path, config)))
-            if len(in_flight) >= 2 * workers:
-                break
+        in_flight = deque((rec, pool.submit(decode_recording, rec.path, config))
+                          for rec in itertools.islice(queue, 2 * workers))
         while in_flight:
-            rec, future = in_flight.pop(0)
-            nxt = next(queue, None)
-            if nxt is not None:
-                in_flight.append((nxt, pool.submit(decode_recording, nxt.path, config)))
+            rec, future = in_flight.popleft()
+            following = next(queue, None)
+            if following is not None:
+                in_flight.append((following, pool.submit(decode_recording, following.path, config)))
             yield rec, future.result()
 
 
