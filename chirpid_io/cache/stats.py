@@ -12,10 +12,19 @@ import numpy as np
 
 def band_moments(images: np.ndarray, scale: float) -> dict:
     """(count, mean, M2) per band of (K, n_mels, frames) stored values times ``scale``."""
-    values = images.astype(np.float64) * scale
-    count = values.shape[0] * values.shape[2]
-    mean = values.mean(axis=(0, 2))
-    m2 = np.square(values - mean[None, :, None]).sum(axis=(0, 2))
+    n_mels = images.shape[1]
+    count = images.shape[0] * images.shape[2]
+    if images.dtype == np.uint8:
+        # exact: a histogram per band gives integer sums of x and x^2 (below 2^53)
+        hist = np.stack([np.bincount(images[:, band].ravel(), minlength=256) for band in range(n_mels)])
+        levels = np.arange(256, dtype=np.float64)
+        total, total_sq = hist @ levels, hist @ levels**2
+        mean = total / count * scale
+        m2 = (total_sq - total * total / count) * scale**2
+    else:
+        values = images.astype(np.float64) * scale
+        mean = values.mean(axis=(0, 2))
+        m2 = np.square(values - mean[None, :, None]).sum(axis=(0, 2))
     return {"count": int(count), "mean": mean.tolist(), "m2": m2.tolist()}
 
 
