@@ -59,6 +59,7 @@ import numpy as np
 
 from .config import SpectrogramConfig
 from .errors import ManifestError
+from .manifest import discover, parse_class_id
 
 #: The old recipe; the legacy path never takes another one.
 RECIPE = SpectrogramConfig()
@@ -182,8 +183,6 @@ def legacy_preprocess(
     """
     from PIL import Image
 
-    from .manifest import discover
-
     started = time.perf_counter()
     manifest = discover(source, audio_root=audio_root, class_map=class_map)
     if manifest.legacy is not None:
@@ -286,14 +285,7 @@ def read_legacy_dataset(
     the wrong size.
     """
     csv_path = Path(csv_path)
-    columns, rows = _read_csv(csv_path)
-    missing = [c for c in WINDOW_COLUMNS if c not in columns]
-    if missing:
-        raise ManifestError(
-            f"{csv_path}: missing column(s) {', '.join(map(repr, missing))} (it has "
-            f"{', '.join(map(repr, columns))}). Fix: an old window table needs "
-            f"'filename', 'class_id' and 'author'"
-        )
+    rows = _read_window_table(csv_path)
     filenames, labels, authors = [], [], []
     for i, row in enumerate(rows):
         filenames.append(row["filename"])
@@ -364,13 +356,7 @@ class LegacyPNGDataset:
         stats: tuple[float, float] | None = None,
     ):
         csv_path = Path(csv_path)
-        columns, rows = _read_csv(csv_path)
-        missing = [c for c in WINDOW_COLUMNS if c not in columns]
-        if missing:
-            raise ManifestError(
-                f"{csv_path}: missing column(s) {', '.join(map(repr, missing))}. Fix: an old "
-                f"window table needs 'filename', 'class_id' and 'author'"
-            )
+        rows = _read_window_table(csv_path)
         self.paths = [str(Path(png_dir) / row["filename"]) for row in rows]
         self.labels = [_int_cell(csv_path, i, row["class_id"]) for i, row in enumerate(rows)]
         self.augment = augment
@@ -479,16 +465,20 @@ def _read_csv(path: Path) -> tuple[list[str], list[dict[str, str]]]:
 
 
 def _int_cell(path: Path, i: int, text: str) -> int:
-    try:
-        value = float(text)
-    except ValueError:
-        value = float("nan")
-    if not value.is_integer():
+    return parse_class_id(text, f"{path}, data row {i + 1}")
+
+
+def _read_window_table(csv_path: Path) -> list[dict[str, str]]:
+    """The rows of an old per-window CSV, refused (naming the columns) if it is not one."""
+    columns, rows = _read_csv(csv_path)
+    missing = [c for c in WINDOW_COLUMNS if c not in columns]
+    if missing:
         raise ManifestError(
-            f"{path}, data row {i + 1}, column 'class_id': {text!r} is not an integer. Fix: "
-            f"use the class map's integer ids"
+            f"{csv_path}: missing column(s) {', '.join(map(repr, missing))} (it has "
+            f"{', '.join(map(repr, columns))}). Fix: an old window table needs "
+            f"'filename', 'class_id' and 'author'"
         )
-    return int(value)
+    return rows
 
 
 def _read_class_names(

@@ -559,14 +559,18 @@ def _cell(table: _Table, i: int, column: str, meaning: str) -> str:
 
 
 def _class_id(table: _Table, i: int) -> int:
-    text = _cell(table, i, "class_id", "the integer class id")
+    return parse_class_id(_cell(table, i, "class_id", "the integer class id"), table.where(i))
+
+
+def parse_class_id(text: str, where: str) -> int:
+    """An old table's integer ``class_id`` ("3" or "3.0"); ``where`` names file and row."""
     try:
         number = float(text)
     except ValueError:
         number = float("nan")
     if not number.is_integer():
         raise ManifestError(
-            f"{table.where(i)}, column 'class_id': {text!r} is not an integer. Fix: use the "
+            f"{where}, column 'class_id': {text!r} is not an integer. Fix: use the "
             f"class map's integer ids"
         )
     return int(number)
