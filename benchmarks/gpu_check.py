@@ -8,8 +8,10 @@ Each check is a function registered with ``@check("name")`` that takes the run's
 ``Context`` and returns ``(data, markdown)``: the data goes into the JSON report
 (``$OUT/gpu_check.json`` when OUT is set, or ``--json PATH``), the markdown is printed.
 A check fails when its data says ``"ok": False`` or when it raises; the others still run,
-and the exit status is 1 when any check failed. Later checks (loader bandwidth, a training step) are one more
-decorated function each. The whole run stays under ~3 minutes on an H100.
+and the exit status is 1 when any check failed. Checks: mel parity and throughput per
+backend, host-to-device bandwidth (pinned vs pageable), loader throughput into device
+memory, and BirdCNNv5c step time in float32 against bf16. The whole run is sized to stay
+under ~3 minutes on an H100.
 """
 
 from __future__ import annotations
@@ -222,6 +224,111 @@ def check_mel_throughput(ctx: Context) -> tuple[dict, str]:
     data["ok"] = not data["errors"]
     header = ["batch", *[f"{b} {d.type} (clips/s)" for b, d in columns], "best vs torch cpu"]
     return data, markdown_table(header, rows)
+
+
+@check("h2d_bandwidth")
+def check_h2d_bandwidth(ctx: Context) -> tuple[dict, str]:
+    """Host-to-device copy speed from pinned and from pageable memory (GB/s), for one
+    loader batch (42 uint8 windows) and for 64 MB."""
+    sizes = {"batch (42 x 224 x 313 uint8)": 42 * ctx.config.n_mels * ctx.config.frames, "64 MB": 64 << 20}
+    data, rows = {}, []
+    for label, nbytes in sizes.items():
+        row = {}
+        for kind in ("pageable", "pinned"):
+            host = torch.empty(nbytes, dtype=torch.uint8, pin_memory=(kind == "pinned" and ctx.device.type == "cuda"))
+            host.fill_(1)
+            seconds = median_seconds(lambda: host.to(ctx.device, non_blocking=True), ctx.device, ctx.repeats)
+            row[kind] = nbytes / seconds / 1e9
+        data[label] = row
+        rows.append([label, f"{row['pageable']:.1f}", f"{row['pinned']:.1f}", f"{row['pinned'] / row['pageable']:.1f}x"])
+    return data, markdown_table(["transfer", "pageable GB/s", "pinned GB/s", "pinned / pageable"], rows)
+
+
+@check("loader_throughput")
+def check_loader_throughput(ctx: Context) -> tuple[dict, str]:
+    """Windows/s from a cache on local disk into normalised, augmented batches in device
+    memory (make_loader), against the same windows read as old PNG files (legacy_loader,
+    then copied to the device). The cache holds seeded noise windows: reading cost does not
+    depend on what the windows show."""
+    import tempfile
+
+    from chirpid_io.cache import build_cache, open_cache
+    from chirpid_io.loaders import Augment, make_loader
+
+    work = Path(tempfile.mkdtemp())
+    config = ctx.config.replace(energy_threshold=None)
+    write_noise_recordings(work / "audio", config, ctx.seed, classes=4, seconds=60)
+    build_cache(work / "audio", work / "cache", config, device=str(ctx.device), progress=False)
+    cache = open_cache(work / "cache")
+    data, rows = {"windows": len(cache)}, []
+    for workers in (0, 4):
+        loader = make_loader(cache, 42, device=ctx.device, num_workers=workers, augment=Augment(), drop_last=True)
+        for _ in loader:  # warm-up epoch: workers started, chunks in the page cache
+            pass
+
+        def epoch(loader=loader):
+            return sum(len(y) for _, y in loader)
+
+        seconds = median_seconds(epoch, ctx.device, max(3, ctx.repeats // 2))
+        rate = len(loader) * 42 / seconds
+        data[f"make_loader/{workers} workers"] = rate
+        rows.append([f"make_loader, {workers} workers", f"{rate:,.0f}"])
+    return data, markdown_table(["loader", "windows/s into device memory"], rows)
+
+
+@check("train_step")
+def check_train_step(ctx: Context) -> tuple[dict, str]:
+    """BirdCNNv5c training step time at batch 42 (1 x 224 x 313): float32 against bf16
+    autocast, channels_last on CUDA (on a CPU smoke test, the small BirdCNN)."""
+    from chirpid_io.trainers.models import BirdCNN, BirdCNNv5c
+
+    model_cls = BirdCNNv5c if ctx.device.type == "cuda" else BirdCNN
+    x = torch.randn(42, 1, ctx.config.n_mels, ctx.config.frames, device=ctx.device)
+    y = torch.randint(0, 33, (42,), device=ctx.device)
+    data, rows = {"model": model_cls.__name__}, []
+    for precision in ("fp32", "bf16"):
+        torch.manual_seed(ctx.seed)
+        model = model_cls(n_classes=33).to(ctx.device)
+        if ctx.device.type == "cuda":
+            model = model.to(memory_format=torch.channels_last)
+        optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
+
+        def step(model=model, optimizer=optimizer, precision=precision):
+            with torch.autocast(ctx.device.type, dtype=torch.bfloat16, enabled=precision == "bf16"):
+                loss = torch.nn.functional.cross_entropy(model(x), y)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+
+        for _ in range(3):
+            step()
+        seconds = median_seconds(step, ctx.device, ctx.repeats)
+        data[precision] = {"ms_per_step": seconds * 1e3, "windows_per_s": 42 / seconds}
+        rows.append([precision, f"{seconds * 1e3:.1f}", f"{42 / seconds:,.0f}"])
+    data["bf16_speedup"] = data["fp32"]["ms_per_step"] / data["bf16"]["ms_per_step"]
+    return data, markdown_table([f"{model_cls.__name__} step", "ms", "windows/s"], rows)
+
+
+def write_noise_recordings(root: Path, config: SpectrogramConfig, seed: int, classes: int, seconds: int) -> None:
+    import soundfile as sf
+
+    rng = np.random.default_rng(seed)
+    for c in range(classes):
+        (root / f"class{c}").mkdir(parents=True, exist_ok=True)
+        for r in range(2):
+            wave = (0.1 * rng.standard_normal(seconds * config.sample_rate)).astype(np.float32)
+            sf.write(root / f"class{c}" / f"rec{r}.wav", wave, config.sample_rate)
+
+
+def median_seconds(run: Callable[[], object], device: torch.device, repeats: int) -> float:
+    times = []
+    for _ in range(repeats):
+        synchronize(device)
+        start = time.perf_counter()
+        run()
+        synchronize(device)
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
 
 
 # -- driver -------------------------------------------------------------------------------
