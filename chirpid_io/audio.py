@@ -75,12 +75,15 @@ class Windows(NamedTuple):
 
 def frame_rms(wave: np.ndarray, frame_length: int, hop_length: int) -> np.ndarray:
     """RMS of centred, zero-padded frames, as ``librosa.feature.rms`` computes it."""
-    padded = np.pad(np.asarray(wave, dtype=np.float64), frame_length // 2)
-    n_frames = 1 + (len(padded) - frame_length) // hop_length
-    # Sums of squares from one cumulative sum: O(n) instead of O(n * frame_length).
-    cumulative = np.concatenate(([0.0], np.cumsum(padded * padded)))
+    half = frame_length // 2
+    # one float64 buffer: a leading 0, the zero-padded squares, then their running sum in
+    # place, so each frame's sum of squares is one difference (O(n), no per-frame work)
+    running = np.zeros(len(wave) + 2 * half + 1)
+    np.square(wave, out=running[1 + half : 1 + half + len(wave)], dtype=np.float64)
+    np.cumsum(running, out=running)
+    n_frames = 1 + (len(wave) + 2 * half - frame_length) // hop_length
     starts = np.arange(n_frames) * hop_length
-    sums = cumulative[starts + frame_length] - cumulative[starts]
+    sums = running[starts + frame_length] - running[starts]
     return np.sqrt(np.maximum(sums, 0.0) / frame_length)
 
 
