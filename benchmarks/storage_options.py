@@ -12,7 +12,6 @@ defaults in ``chirpid_io.cache.StorageOptions`` were chosen from this table.
 from __future__ import annotations
 
 import argparse
-import io
 import shutil
 import statistics
 import sys

@@ -7,7 +7,6 @@ noise, chirps, pure tones and real recordings, with each clip scaled on its own.
 
 from __future__ import annotations
 
-import dataclasses
 import sys
 from functools import cache
 from pathlib import Path

@@ -29,9 +29,6 @@ from ..errors import CacheError, FingerprintMismatchError
 from . import format as fmt
 from .stats import band_moments, merge
 
-WINDOW_FIELDS = ("recording_id", "label", "start_seconds", "rms")
-
-
 class CacheWriter:
     """Open (or create) the cache at ``path`` for writing; use as a context manager."""
 
@@ -102,7 +99,7 @@ class CacheWriter:
 
     def _load_journal(self) -> None:
         self.recordings: list[dict] = []
-        self.window_rows: list[list] = []
+        self.window_rows: list[list] = []  # [recording_id, label, start_seconds, rms] each
         self.shard_moments: dict[str, dict] = {}
         self.class_names: list[str] = list(self.group.attrs.get("class_names", []))
         if not self._journal_path.exists():
