@@ -54,16 +54,7 @@ class BandDelta(ArrayArrayCodec):
         return np.moveaxis(out, 0, self.axis)
 
     def decode_array(self, data: np.ndarray) -> np.ndarray:
-        # A prefix sum by doubling: log2(n) whole-array adds instead of n slice adds. On one
-        # thread it is a little slower, but zarr decodes chunks on several threads at once,
-        # and few large numpy calls hold the GIL far less (1.0 against 2.8 ms per chunk).
-        out = np.array(data)  # a writable copy
-        slices = np.moveaxis(out, self.axis, 0)
-        step = 1
-        while step < slices.shape[0]:
-            slices[step:] = slices[step:] + slices[:-step]
-            step *= 2
-        return out
+        return undo_band_delta(np.array(data), self.axis)  # a writable copy
 
     # In a thread, like zarr's own compressors: numpy releases the GIL, so the chunks of
     # one read are undone in parallel.
@@ -84,3 +75,18 @@ def register() -> None:
     from zarr.registry import register_codec
 
     register_codec(NAME, BandDelta)
+
+
+def undo_band_delta(data: np.ndarray, axis: int = 1) -> np.ndarray:
+    """Undo the band delta of ``data`` in place (and return it): a wrapping prefix sum.
+
+    By doubling: log2(n) whole-array adds instead of n slice adds. On one thread it is a
+    little slower, but few large numpy calls hold the GIL far less, so several threads
+    undo chunks in parallel (1.0 against 2.8 ms per 16-window chunk).
+    """
+    slices = np.moveaxis(data, axis, 0)
+    step = 1
+    while step < slices.shape[0]:
+        np.add(slices[step:], slices[:-step], out=slices[step:])  # numpy buffers the overlap
+        step *= 2
+    return data

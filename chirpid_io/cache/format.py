@@ -39,13 +39,15 @@ class StorageOptions:
     """How ``specs`` is chunked and compressed; the defaults were chosen by measurement
     (``benchmarks/test_storage.py``, README "Storage").
 
-    ``chunk_windows`` windows form one compressed chunk (the unit of a read);
-    ``shard_windows`` windows form one file (the unit of an atomic write).
+    ``chunk_windows`` windows form one compressed chunk, the unit of a read: one, so a
+    random batch decompresses only the windows it asks for (``shards.py`` reads them
+    without zarr's per-chunk overhead); ``shard_windows`` windows form one file, the unit
+    of an atomic write.
     ``delta`` stores each mel band as its difference from the band below it (wrapping in
     uint8; the ``chirpid.band_delta`` codec), which zstd packs far tighter than the image.
     """
 
-    chunk_windows: int = 16
+    chunk_windows: int = 1
     shard_windows: int = 256
     compressor: str = "zstd"  # "zstd", "blosc-lz4" or "blosc-zstd"
     level: int = 3

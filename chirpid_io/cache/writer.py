@@ -1,8 +1,9 @@
 """CacheWriter: appends spectrogram windows to a cache, shard by shard, crash-safely.
 
 Why it never loses data:
-- ``specs`` is written one whole shard at a time, and zarr's local store writes every
-  file through a temporary name and a rename, so a file is either old or new, never torn.
+- ``specs`` is written one whole shard file at a time, through a temporary name, fsync
+  and a rename (``shards.py``, or zarr's local store for other codecs), so a file is
+  either old or new, never torn.
 - After each shard, one JSON line is appended (and fsync'd) to the build journal naming
   the recordings whose windows are now all on disk. The journal, not the arrays, says
   what is done: a shard written but not journaled is simply written again, identically.
@@ -27,6 +28,7 @@ from .. import __version__
 from ..config import SpectrogramConfig
 from ..errors import CacheError, FingerprintMismatchError
 from . import format as fmt
+from .shards import ShardCodec
 from .stats import band_moments, merge
 
 class CacheWriter:
@@ -47,6 +49,7 @@ class CacheWriter:
             self.storage = storage or fmt.StorageOptions()
             self._create_arrays()
         self.specs = fmt.open_specs(self.path, mode="r+")
+        self._shards = ShardCodec.for_array(self.specs)  # None: write through zarr
         self.labels = self.group[fmt.LABELS]
         self._journal_path = self.path / fmt.JOURNAL
         self._load_journal()
@@ -184,7 +187,10 @@ class CacheWriter:
         labels = np.concatenate(self._labels)
         count = end - self._buffer_start
         self._grow(end)
-        self.specs[self._buffer_start : end] = images[:count]
+        if self._shards is not None:
+            self._shards.write_shard(self._buffer_start // self.storage.shard_windows, images[:count])
+        else:
+            self.specs[self._buffer_start : end] = images[:count]
         self.labels[self._buffer_start : end] = labels[:count]
         scale = 1 / 255 if self.config.storage_dtype == "uint8" else 1.0
         shard_index = self._buffer_start // self.storage.shard_windows
