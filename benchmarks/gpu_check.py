@@ -226,6 +226,36 @@ def check_mel_throughput(ctx: Context) -> tuple[dict, str]:
     return data, markdown_table(header, rows)
 
 
+@check("batch_invariance")
+def check_batch_invariance(ctx: Context) -> tuple[dict, str]:
+    """Does a clip's image depend on the batch it was computed in? A resumed build puts
+    clips in other batches than a clean one, so any difference shows up as stored values
+    that differ between the two. Informational: reports how many uint8 values differ."""
+    from chirpid_io.kernels import to_storage
+
+    waves = torch.from_numpy(np.concatenate(list(make_signals(ctx.config, ctx.seed).values())))
+    waves = waves.repeat(8, 1)[:32]  # 32 clips
+    data, rows = {}, []
+    for backend in ctx.backends:
+        try:
+            with torch.inference_mode():
+                whole = mel_spectrogram(waves, ctx.config, backend=backend, device=ctx.device).cpu().numpy()
+                split = np.concatenate([
+                    mel_spectrogram(waves[i : i + 5], ctx.config, backend=backend, device=ctx.device).cpu().numpy()
+                    for i in range(0, len(waves), 5)
+                ])
+        except Exception as exc:  # noqa: BLE001 - report the backend, keep the others
+            data[backend] = {"error": f"{type(exc).__name__}: {exc}"}
+            rows.append([backend, "error", "-", "-"])
+            continue
+        stored_diff = int((to_storage(whole, "uint8") != to_storage(split, "uint8")).sum())
+        data[backend] = {"max_abs": float(np.abs(whole - split).max()), "uint8_values_differing": stored_diff,
+                         "uint8_values": int(whole.size)}
+        rows.append([backend, f"{data[backend]['max_abs']:.2e}", stored_diff, whole.size])
+    return data, markdown_table(["backend", "max abs diff, batch 32 vs batches of 5 ([0, 1] images)",
+                                 "uint8 values differing", "of"], rows)
+
+
 @check("h2d_bandwidth")
 def check_h2d_bandwidth(ctx: Context) -> tuple[dict, str]:
     """Host-to-device copy speed from pinned and from pageable memory (GB/s), for one
