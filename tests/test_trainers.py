@@ -83,7 +83,7 @@ def _predict(model, loader) -> tuple[np.ndarray, np.ndarray]:
         for x, y in loader:
             probs.append(torch.softmax(model(x), 1))
             labels.append(y)
-    return torch.cat(probs).numpy(), torch.cat(labels).numpy()
+    return torch.cat(probs).cpu().numpy(), torch.cat(labels).cpu().numpy()
 
 
 # -- models -----------------------------------------------------------------------------

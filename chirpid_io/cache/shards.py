@@ -21,6 +21,8 @@ writes and that this module reads what zarr writes.
 from __future__ import annotations
 
 import os
+import threading
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -127,16 +129,26 @@ class ShardCodec:
 
     # -- reading -----------------------------------------------------------------------
 
-    def read_sorted(self, unique: np.ndarray, out: np.ndarray) -> None:
-        """Fill ``out[i]`` with window ``unique[i]``; ``unique`` sorted, without repeats.
+    def read_sorted(self, windows: np.ndarray, out: np.ndarray, rows: np.ndarray | None = None,
+                    threads: int = 1) -> None:
+        """Fill ``out[rows[i]]`` with window ``windows[i]`` (``rows`` default: 0, 1, ...).
 
-        Each shard touched is opened once; each chunk touched is read and decompressed once.
+        ``windows`` must be sorted. Each shard touched is opened once, and each chunk
+        touched is read and decompressed once (a window asked for twice, twice). With
+        ``threads > 1`` the windows are split into that many runs read at once (zstd
+        decompression releases the GIL).
         """
-        shards = unique // self.shard_windows
-        bounds = np.flatnonzero(np.diff(shards)) + 1
-        for rows in np.split(np.arange(unique.size), bounds):
-            if rows.size:
-                self._read_from_shard(int(shards[rows[0]]), unique[rows], out, rows)
+        rows = np.arange(windows.size) if rows is None else rows
+        parts = [p for p in np.array_split(np.arange(windows.size), max(1, threads)) if p.size]
+        if len(parts) > 1:
+            list(_pool(len(parts)).map(lambda part: self._read_part(windows[part], out, rows[part]), parts))
+        elif parts:
+            self._read_part(windows, out, rows)
+
+    def _read_part(self, windows: np.ndarray, out: np.ndarray, rows: np.ndarray) -> None:
+        shards = windows // self.shard_windows
+        for group in np.split(np.arange(windows.size), np.flatnonzero(np.diff(shards)) + 1):
+            self._read_from_shard(int(shards[group[0]]), windows[group], out, rows[group])
 
     def _read_from_shard(self, shard: int, windows: np.ndarray, out: np.ndarray, rows: np.ndarray) -> None:
         path = self.shard_path(shard)
@@ -150,13 +162,13 @@ class ShardCodec:
             first = shard * self.shard_windows
             local = windows - first
             chunk_of = local // self.chunk_windows
-            if self.chunk_windows == 1:  # decompress straight into the output
+            if self.chunk_windows == 1:  # straight into the output
                 for row, c in zip(rows, chunk_of):
-                    self._read_chunk(fd, path, index, int(c), out[row : row + 1], first)
+                    self._read_chunk(fd, path, index, int(c), out[row], first)
                 return
             bounds = np.flatnonzero(np.diff(chunk_of)) + 1
             buffer = np.empty((self.chunk_windows, *self.window_shape), self.dtype)
-            for group in np.split(np.arange(rows.size), bounds):
+            for group in np.split(np.arange(rows.size), bounds):  # a chunk is decoded once
                 c = int(chunk_of[group[0]])
                 self._read_chunk(fd, path, index, c, buffer, first)
                 out[rows[group]] = buffer[local[group] - c * self.chunk_windows]
@@ -175,8 +187,9 @@ class ShardCodec:
 
     def _read_chunk(self, fd: int, path: Path, index: np.ndarray, chunk: int, dest: np.ndarray,
                     shard_start: int) -> None:
+        """Decompress one chunk into ``dest``, undoing its band delta on the way, while the
+        chunk is in cache (one undo over a whole batch afterwards was 3x slower per window)."""
         import google_crc32c
-        import numcodecs.zstd
 
         offset, nbytes = (int(v) for v in index[chunk])
         if offset == EMPTY:
@@ -187,12 +200,41 @@ class ShardCodec:
         if len(raw) != nbytes or google_crc32c.value(data) != int.from_bytes(raw[-CRC_BYTES:], "little"):
             raise ChunkError(path, *self._window_range(shard_start, chunk), "CRC32C mismatch")
         try:
-            numcodecs.zstd.decompress(data, dest)
+            plain = np.frombuffer(_decompressor().decompress(data, max_output_size=dest.nbytes), self.dtype)
+            plain = plain.reshape(dest.shape)
         except Exception as exc:  # noqa: BLE001 - any failure here is a damaged chunk
             raise ChunkError(path, *self._window_range(shard_start, chunk), f"zstd: {exc}") from exc
         if self.band_delta:
-            undo_band_delta(dest, axis=1)
+            undo_band_delta(plain, axis=-2, out=dest)
+        else:
+            dest[...] = plain
 
     def _window_range(self, shard_start: int, chunk: int) -> tuple[int, int]:
         first = shard_start + chunk * self.chunk_windows
         return first, first + self.chunk_windows - 1
+
+
+_local = threading.local()
+_pools: dict[tuple[int, int], ThreadPoolExecutor] = {}
+
+
+def _decompressor():
+    """One zstandard decompressor per thread (they are not thread-safe).
+
+    zstandard rather than numcodecs (which writes): its decompression releases the GIL,
+    so the threads of one read, and a loader's read-ahead thread beside the training
+    loop, run in parallel (2 threads: 1.6x here; numcodecs: 1.15x).
+    """
+    if not hasattr(_local, "zstd"):
+        import zstandard
+
+        _local.zstd = zstandard.ZstdDecompressor()
+    return _local.zstd
+
+
+def _pool(threads: int) -> ThreadPoolExecutor:
+    # keyed by process id too: a forked DataLoader worker inherits the dict but not the threads
+    key = (os.getpid(), threads)
+    if key not in _pools:
+        _pools[key] = ThreadPoolExecutor(threads, thread_name_prefix="chirpid-read")
+    return _pools[key]

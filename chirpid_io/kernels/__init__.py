@@ -24,6 +24,12 @@ BACKENDS = ("torch", "torchaudio", "dali", "reference")
 #: (10 MB for 4 default clips) falls out of cache and throughput halves (measured here:
 #: 261 clips/s in groups of 4 against 118 in groups of 8, 2 threads).
 CPU_GROUP = 4
+#: On a GPU the torch kernels always run exactly this many clips, the last group padded
+#: with silence: cuFFT and cuBLAS choose their algorithms by shape, so a clip's image
+#: otherwise depends on the batch it is in (23 of 2.2 M stored uint8 values differed
+#: between batches of 32 and of 5 on an H200: gpu_check.py batch_invariance), and a
+#: resumed build, which batches clips differently, would not equal a clean one.
+GPU_GROUP = 64
 
 
 def mel_spectrogram(waves, config: SpectrogramConfig | None = None, backend: str = "torch", device=None):
@@ -56,9 +62,11 @@ def mel_spectrogram(waves, config: SpectrogramConfig | None = None, backend: str
 
             kernel = functools.partial(torchaudio_mel.mel_spectrogram, config=config)
         waves = waves.to(device, torch.float32)
-        if device.type != "cpu" or len(waves) <= CPU_GROUP:
-            return kernel(waves)
-        return torch.cat([kernel(group) for group in waves.split(CPU_GROUP)])
+        if device.type == "cpu":
+            return torch.cat([kernel(group) for group in waves.split(CPU_GROUP)])
+        n = len(waves)
+        padded = torch.nn.functional.pad(waves, (0, 0, 0, -n % GPU_GROUP))
+        return torch.cat([kernel(group) for group in padded.split(GPU_GROUP)])[:n]
     if backend == "dali":
         from . import dali_mel
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import copy
 import os
-from collections import OrderedDict
 from typing import NamedTuple
 
 import numpy as np
@@ -29,19 +28,18 @@ class SpectrogramDataset:
     ``cache``: an open :class:`~chirpid_io.cache.Cache` or its path. ``indices``: cache
     window indices (a split), default all windows in cache order. Items are the stored
     values (uint8 or float16; multiply by ``cache.value_scale`` for the recipe's [0, 1]
-    image) and the int label. ``__getitems__`` reads a whole batch at once through a
-    :class:`ChunkReader` that keeps the last ``keep_chunks`` decompressed chunks;
-    torch's DataLoader calls it when present.
+    image) and the int label. ``__getitems__`` reads a whole batch in one
+    :meth:`Cache.read <chirpid_io.cache.Cache.read>`; torch's DataLoader calls it when
+    present.
 
-    Safe under fork and spawn: the Zarr store is reopened lazily in every process that
-    reads (the Cache pickles without its open arrays; after a fork the process id differs
-    and a fresh view is made), so no file handle or IO thread crosses a process boundary.
+    Safe under fork and spawn: the cache is reopened lazily in every process that reads
+    (the Cache pickles without its open arrays; after a fork the process id differs and a
+    fresh view is made), so no file handle or IO thread crosses a process boundary. In
+    such a worker process one thread reads: the workers are the parallelism.
     """
 
-    def __init__(self, cache: Cache | str | os.PathLike, indices=None, *, keep_chunks: int = 8):
+    def __init__(self, cache: Cache | str | os.PathLike, indices=None):
         self.cache = cache if isinstance(cache, Cache) else open_cache(cache)
-        self.keep_chunks = keep_chunks
-        self._reader: ChunkReader | None = None
         n = len(self.cache)
         if indices is None:
             self.indices = np.arange(n, dtype=np.int64)
@@ -51,17 +49,15 @@ class SpectrogramDataset:
                 raise IndexError(f"{self.cache.path}: window indices must lie in 0..{n - 1}")
         self._pid = os.getpid()
 
-    def _local_reader(self) -> ChunkReader:
+    def _local_cache(self) -> Cache:
         if self._pid != os.getpid():  # forked or unpickled: drop the parent's open arrays
             self.cache = copy.copy(self.cache)  # Cache.__getstate__ leaves the arrays out
-            self._reader = None
+            self.cache.read_threads = 1
             self._pid = os.getpid()
-        if self._reader is None:
-            self._reader = ChunkReader(self.cache, self.keep_chunks)
-        return self._reader
+        return self.cache
 
     def __getstate__(self):
-        return {**self.__dict__, "_pid": None, "_reader": None}  # the receiver reopens
+        return {**self.__dict__, "_pid": None}  # the receiver reopens
 
     def __len__(self) -> int:
         return len(self.indices)
@@ -73,54 +69,8 @@ class SpectrogramDataset:
     def __getitems__(self, positions) -> HostBatch:
         """The batch at dataset ``positions``, in that order, each chunk read once."""
         windows = self.indices[np.asarray(positions, dtype=np.int64)]
-        reader = self._local_reader()
-        return HostBatch(reader.read(windows), reader.cache.labels[windows])
-
-
-class ChunkReader:
-    """Reads batches of windows from a cache, decompressing each chunk once while it is
-    among the ``keep_chunks`` most recently used (a chunk-shuffled epoch then decompresses
-    almost every chunk exactly once, although a chunk's windows span two batches).
-
-    Missing chunks are fetched as runs of consecutive whole chunks, each run one
-    contiguous ``cache.read`` (a plain slice), and the wanted rows picked in memory:
-    measured with zarr 3.1.6 on a sharded cache, a scattered (orthogonal) selection
-    decompresses an inner chunk once per selected window, about 9x slower for a
-    42-window batch. Memory: about ``keep_chunks * chunk_windows`` windows.
-    """
-
-    def __init__(self, cache: Cache, keep_chunks: int = 8):
-        self.cache = cache
-        self.keep_chunks = keep_chunks
-        self._chunks: OrderedDict[int, np.ndarray] = OrderedDict()
-
-    def read(self, windows) -> np.ndarray:
-        """Windows at ``windows`` (any order, repeats allowed): (len, n_mels, frames), stored dtype."""
-        cache = self.cache
-        windows = np.asarray(windows, dtype=np.int64).reshape(-1)
-        if windows.size == 0:
-            return np.empty((0, *cache.config.shape), dtype=cache.config.storage_dtype)
-        if windows.min() < 0 or windows.max() >= len(cache):
-            raise IndexError(f"window index out of range for a cache of {len(cache)} windows")
-        size = cache.chunk_windows
-        chunk_of = windows // size
-        needed = np.unique(chunk_of).tolist()
-        have = {c: self._chunks[c] for c in needed if c in self._chunks}
-        missing = np.array([c for c in needed if c not in have], dtype=np.int64)
-        for run in np.split(missing, np.flatnonzero(np.diff(missing) != 1) + 1) if missing.size else []:
-            first = int(run[0])
-            block = cache.read(np.arange(first * size, min((int(run[-1]) + 1) * size, len(cache))))
-            for c in run.tolist():
-                have[c] = block[(c - first) * size : (c - first + 1) * size]
-        out = np.empty((len(windows), *cache.config.shape), dtype=cache.config.storage_dtype)
-        for c in needed:
-            rows = chunk_of == c
-            out[rows] = have[c][windows[rows] - c * size]
-            self._chunks[c] = have[c]
-            self._chunks.move_to_end(c)
-        while len(self._chunks) > self.keep_chunks:
-            self._chunks.popitem(last=False)
-        return out
+        cache = self._local_cache()
+        return HostBatch(cache.read(windows), cache.labels[windows])
 
 
 def collate(batch: HostBatch) -> HostBatch:

