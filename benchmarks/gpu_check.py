@@ -287,11 +287,19 @@ def check_loader_throughput(ctx: Context) -> tuple[dict, str]:
 
     work = Path(tempfile.mkdtemp())
     config = ctx.config.replace(energy_threshold=None)
-    write_noise_recordings(work / "audio", config, ctx.seed, classes=4, seconds=60)
+    write_noise_recordings(work / "audio", config, ctx.seed, classes=4, seconds=150)
     build_cache(work / "audio", work / "cache", config, device=str(ctx.device), progress=False)
     cache = open_cache(work / "cache")
     data, rows = {"windows": len(cache)}, []
-    for workers in (0, 4):
+    rng = np.random.default_rng(ctx.seed)
+    plan = [rng.choice(len(cache), 42, replace=False) for _ in range(20)]
+    for threads in (1, 2, 4, 8):  # Cache.read alone: random batches of 42
+        cache.read_threads = threads
+        seconds = median_seconds(lambda: [cache.read(b) for b in plan], torch.device("cpu"), 5)
+        data[f"Cache.read/{threads} threads"] = rate = 20 * 42 / seconds
+        rows.append([f"Cache.read, random batches, {threads} read threads", f"{rate:,.0f} (host memory)"])
+    cache.read_threads = min(4, os.cpu_count() or 1)
+    for workers in (0, 2, 4):
         loader = make_loader(cache, 42, device=ctx.device, num_workers=workers, augment=Augment(), drop_last=True)
         for _ in loader:  # warm-up epoch: workers started, chunks in the page cache
             pass

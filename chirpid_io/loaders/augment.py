@@ -94,11 +94,12 @@ def apply_masks(x, plan: AugmentPlan, value: float):
     import torch
 
     if x.device.type == "cpu":  # slices touch only the masked values; the broadcast mask
-        # below passes over the whole batch (5.3 against 0.3 ms per batch of 42 here)
+        # below passes over the whole batch (5.3 against 0.3 ms per batch of 42 here).
+        view = x.numpy()  # same memory; numpy slicing costs a tenth of torch's per call
         for i in np.flatnonzero(plan.freq_width):
-            x[i, :, plan.freq_start[i] : plan.freq_start[i] + plan.freq_width[i]] = value
+            view[i, :, plan.freq_start[i] : plan.freq_start[i] + plan.freq_width[i]] = value
         for i in np.flatnonzero(plan.time_width):
-            x[i, :, :, plan.time_start[i] : plan.time_start[i] + plan.time_width[i]] = value
+            view[i, :, :, plan.time_start[i] : plan.time_start[i] + plan.time_width[i]] = value
         return x
     _, _, n_mels, frames = x.shape
     params = torch.as_tensor(np.stack([plan.freq_start, plan.freq_width, plan.time_start, plan.time_width]))
