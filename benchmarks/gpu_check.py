@@ -293,12 +293,9 @@ def check_loader_throughput(ctx: Context) -> tuple[dict, str]:
     data, rows = {"windows": len(cache)}, []
     rng = np.random.default_rng(ctx.seed)
     plan = [rng.choice(len(cache), 42, replace=False) for _ in range(20)]
-    for threads in (1, 2, 4, 8):  # Cache.read alone: random batches of 42
-        cache.read_threads = threads
-        seconds = median_seconds(lambda: [cache.read(b) for b in plan], torch.device("cpu"), 5)
-        data[f"Cache.read/{threads} threads"] = rate = 20 * 42 / seconds
-        rows.append([f"Cache.read, random batches, {threads} read threads", f"{rate:,.0f} (host memory)"])
-    cache.read_threads = min(4, os.cpu_count() or 1)
+    seconds = median_seconds(lambda: [cache.read(b) for b in plan], torch.device("cpu"), 5)
+    data["Cache.read"] = rate = 20 * 42 / seconds
+    rows.append(["Cache.read, random batches of 42", f"{rate:,.0f} (host memory)"])
     for workers in (0, 2, 4):
         loader = make_loader(cache, 42, device=ctx.device, num_workers=workers, augment=Augment(), drop_last=True)
         for _ in loader:  # warm-up epoch: workers started, chunks in the page cache

@@ -132,16 +132,18 @@ def throughput_rows(data: dict) -> list[dict]:
     rows = []
     for stage in _ordered(by_stage):
         olds, news = by_stage[stage]["old"], by_stage[stage]["new"]
-        for new in news or [None]:
-            case = new["case"] if new else ""
+        if not news:  # the new side failed: show the old side's rows alone
+            rows += [{"stage": stage, "case": o["case"] or o["label"], "old": o, "new": None,
+                      "speedup": None, "unit": o["unit"]} for o in olds]
+        for new in news:
+            case = new["case"]
             old = next((o for o in olds if o["case"] == case), None)
             if old is None and len(olds) == 1:
                 old = olds[0]
             rows.append({
-                "stage": stage, "case": case or (new["label"] if new else ""),
-                "old": old, "new": new,
-                "speedup": new["throughput"] / old["throughput"] if old and new else None,
-                "unit": (new or old)["unit"],
+                "stage": stage, "case": case or new["label"], "old": old, "new": new,
+                "speedup": new["throughput"] / old["throughput"] if old else None,
+                "unit": new["unit"],
             })
     return rows
 

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import os
 import threading
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -130,27 +129,21 @@ class ShardCodec:
     # -- reading -----------------------------------------------------------------------
 
     def read_sorted(self, windows: np.ndarray, out: np.ndarray, rows: np.ndarray | None = None,
-                    threads: int = 1) -> None:
-        """Fill ``out[rows[i]]`` with window ``windows[i]`` (``rows`` default: 0, 1, ...).
+                    undo_delta: bool = True) -> None:
+        """Fill ``out[rows[i]]`` with window ``windows[i]`` (``rows`` default: 0, 1, ...);
+        with ``undo_delta=False``, with its band-delta residuals as stored.
 
         ``windows`` must be sorted. Each shard touched is opened once, and each chunk
-        touched is read and decompressed once (a window asked for twice, twice). With
-        ``threads > 1`` the windows are split into that many runs read at once (zstd
-        decompression releases the GIL).
+        touched is read and decompressed once (a window asked for twice, twice).
         """
         rows = np.arange(windows.size) if rows is None else rows
-        parts = [p for p in np.array_split(np.arange(windows.size), max(1, threads)) if p.size]
-        if len(parts) > 1:
-            list(_pool(len(parts)).map(lambda part: self._read_part(windows[part], out, rows[part]), parts))
-        elif parts:
-            self._read_part(windows, out, rows)
-
-    def _read_part(self, windows: np.ndarray, out: np.ndarray, rows: np.ndarray) -> None:
         shards = windows // self.shard_windows
         for group in np.split(np.arange(windows.size), np.flatnonzero(np.diff(shards)) + 1):
-            self._read_from_shard(int(shards[group[0]]), windows[group], out, rows[group])
+            if group.size:
+                self._read_from_shard(int(shards[group[0]]), windows[group], out, rows[group], undo_delta)
 
-    def _read_from_shard(self, shard: int, windows: np.ndarray, out: np.ndarray, rows: np.ndarray) -> None:
+    def _read_from_shard(self, shard: int, windows: np.ndarray, out: np.ndarray, rows: np.ndarray,
+                         undo_delta: bool) -> None:
         path = self.shard_path(shard)
         try:
             fd = os.open(path, os.O_RDONLY)
@@ -164,13 +157,13 @@ class ShardCodec:
             chunk_of = local // self.chunk_windows
             if self.chunk_windows == 1:  # straight into the output
                 for row, c in zip(rows, chunk_of):
-                    self._read_chunk(fd, path, index, int(c), out[row], first)
+                    self._read_chunk(fd, path, index, int(c), out[row], first, undo_delta)
                 return
             bounds = np.flatnonzero(np.diff(chunk_of)) + 1
             buffer = np.empty((self.chunk_windows, *self.window_shape), self.dtype)
             for group in np.split(np.arange(rows.size), bounds):  # a chunk is decoded once
                 c = int(chunk_of[group[0]])
-                self._read_chunk(fd, path, index, c, buffer, first)
+                self._read_chunk(fd, path, index, c, buffer, first, undo_delta)
                 out[rows[group]] = buffer[local[group] - c * self.chunk_windows]
         finally:
             os.close(fd)
@@ -186,7 +179,7 @@ class ShardCodec:
         return np.frombuffer(raw, "<u8", self.chunks_per_shard * 2).reshape(-1, 2)
 
     def _read_chunk(self, fd: int, path: Path, index: np.ndarray, chunk: int, dest: np.ndarray,
-                    shard_start: int) -> None:
+                    shard_start: int, undo_delta: bool) -> None:
         """Decompress one chunk into ``dest``, undoing its band delta on the way, while the
         chunk is in cache (one undo over a whole batch afterwards was 3x slower per window)."""
         import google_crc32c
@@ -199,12 +192,13 @@ class ShardCodec:
         data = raw[:-CRC_BYTES]
         if len(raw) != nbytes or google_crc32c.value(data) != int.from_bytes(raw[-CRC_BYTES:], "little"):
             raise ChunkError(path, *self._window_range(shard_start, chunk), "CRC32C mismatch")
+        decompressor = _decompressor()  # outside the try: a missing module is no damage
         try:
-            plain = np.frombuffer(_decompressor().decompress(data, max_output_size=dest.nbytes), self.dtype)
+            plain = np.frombuffer(decompressor.decompress(data, max_output_size=dest.nbytes), self.dtype)
             plain = plain.reshape(dest.shape)
         except Exception as exc:  # noqa: BLE001 - any failure here is a damaged chunk
             raise ChunkError(path, *self._window_range(shard_start, chunk), f"zstd: {exc}") from exc
-        if self.band_delta:
+        if self.band_delta and undo_delta:
             undo_band_delta(plain, axis=-2, out=dest)
         else:
             dest[...] = plain
@@ -215,26 +209,17 @@ class ShardCodec:
 
 
 _local = threading.local()
-_pools: dict[tuple[int, int], ThreadPoolExecutor] = {}
 
 
 def _decompressor():
     """One zstandard decompressor per thread (they are not thread-safe).
 
     zstandard rather than numcodecs (which writes): its decompression releases the GIL,
-    so the threads of one read, and a loader's read-ahead thread beside the training
-    loop, run in parallel (2 threads: 1.6x here; numcodecs: 1.15x).
+    so a loader's read-ahead thread runs beside the training loop (two threads
+    decompressing: 1.6x one thread here; with numcodecs 1.15x).
     """
     if not hasattr(_local, "zstd"):
         import zstandard
 
         _local.zstd = zstandard.ZstdDecompressor()
     return _local.zstd
-
-
-def _pool(threads: int) -> ThreadPoolExecutor:
-    # keyed by process id too: a forked DataLoader worker inherits the dict but not the threads
-    key = (os.getpid(), threads)
-    if key not in _pools:
-        _pools[key] = ThreadPoolExecutor(threads, thread_name_prefix="chirpid-read")
-    return _pools[key]

@@ -7,11 +7,13 @@ The stages, each visible below:
 2. **read**: :meth:`SpectrogramDataset.__getitems__` reads a whole batch, each chunk
    decompressed once (stored uint8/float16), ``prefetch`` batches ahead: in a background
    thread (``num_workers=0``) or in DataLoader worker processes that open the cache lazily.
+   For a GPU it leaves the band delta in (stored band differences) for step 4.
 3. **upload**: on CUDA the batch is copied into one of two reused pinned host buffers and
    sent to the GPU with ``non_blocking=True`` on a side stream, one batch ahead, so the
    copy overlaps the previous batch's training step. On the CPU the same code runs
    without pinning or streams.
-4. **transform** (on the device, float32): stored values x ``cache.value_scale`` (the
+4. **transform** (on the device, float32): on a GPU, the band delta undone (a cumulative
+   sum over bands); stored values x ``cache.value_scale`` (the
    recipe's [0, 1] image), random gain, per-band normalisation
    ``(x - mean[band]) / max(std[band], STD_FLOOR)``, SpecAugment masks, mixup.
 """
@@ -23,7 +25,7 @@ from collections.abc import Mapping
 
 import numpy as np
 
-from ..cache import Cache
+from ..cache import Cache, open_cache
 from ..errors import ConfigError
 from .augment import Augment, apply_gain, apply_masks, apply_mixup, draw_plan
 from .dataset import HostBatch, SpectrogramDataset, collate
@@ -81,7 +83,10 @@ def make_loader(
             "drop_last=True with shuffle=False would silently leave validation windows out "
             "(the old loader's bug); use drop_last=False for evaluation"
         )
-    dataset = SpectrogramDataset(cache, indices)
+    cache = cache if isinstance(cache, Cache) else open_cache(cache)
+    device = _resolve_device(device)
+    # on a GPU the band delta is undone there (one cumulative sum), not on the CPU
+    dataset = SpectrogramDataset(cache, indices, band_residuals=device.type == "cuda" and cache.stores_band_delta)
     sampler = ChunkShuffleSampler(
         dataset, dataset.cache.chunk_windows, shuffle=shuffle, seed=seed, rank=rank,
         world_size=world_size, drop_last=drop_last,
@@ -107,8 +112,7 @@ class SpectrogramLoader:
         self.sampler = sampler
         self.batch_size = batch_size
         self.batches = BatchSampler(sampler, batch_size, drop_last)
-        self.device = torch.device(device if device is not None else
-                                   ("cuda" if torch.cuda.is_available() else "cpu"))
+        self.device = _resolve_device(device)
         self.num_workers = num_workers
         self.prefetch = prefetch
         self.augment = augment
@@ -238,7 +242,10 @@ class SpectrogramLoader:
         """Stored values on the device -> float32 (B, 1, n_mels, frames), labels."""
         import torch
 
-        x = specs.to(self.device).unsqueeze(1).to(torch.float32)
+        x = specs.to(self.device)
+        if self.dataset.band_residuals:  # stored band differences: a wrapping cumulative sum
+            x = torch.cumsum(x, dim=1, dtype=torch.int32).bitwise_and_(255)
+        x = x.unsqueeze(1).to(torch.float32)
         y = labels.to(self.device)
         plan = None
         if self.augment is not None:
@@ -344,3 +351,9 @@ def _band_stats(normalize, cache: Cache):
         raise ConfigError(f"normalize: 'mean' and 'std' need {n_mels} values (one per mel band), got "
                           f"{mean.size} and {std.size}")
     return mean, std
+
+
+def _resolve_device(device):
+    import torch
+
+    return torch.device(device if device is not None else ("cuda" if torch.cuda.is_available() else "cpu"))
