@@ -348,7 +348,7 @@ def test_old_png_set_is_imported_without_recomputing(corpus, tmp_path):
 
 
 @pytest.mark.parametrize("dtype, storage", [
-    ("uint8", StorageOptions(chunk_windows=2, shard_windows=4, delta=False)),
+    ("uint8", StorageOptions(chunk_windows=2, shard_windows=4, delta="none")),
     ("uint8", StorageOptions(chunk_windows=2, shard_windows=4, compressor="blosc-lz4", level=5)),
     ("float16", StorageOptions(chunk_windows=2, shard_windows=4)),
 ])

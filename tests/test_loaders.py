@@ -107,28 +107,30 @@ def test_batches_equal_direct_cache_reads(cache, cache16, which):
     assert seen == len(c)
 
 
-def test_band_residuals_are_undone_by_the_loader(cache, cache16):
-    """The CUDA path reads stored band differences and sums them up on the device; the same
+def test_stored_differences_are_summed_up_by_the_loader(cache, cache16):
+    """The CUDA path reads the stored differences and sums them up on the device; the same
     code runs on the CPU here, and must give exactly what reading whole windows gives."""
     from chirpid_io.loaders.loader import SpectrogramLoader
 
     windows = np.array([7, 3, 3, len(cache) - 1, 0])
-    residuals = cache.read(windows, band_residuals=True)
+    assert cache.delta_axes == (1, 2) and cache16.delta_axes == ()  # float16: no differences
+    residuals = cache.read(windows, residuals=True)
     whole = cache.read(windows)
-    np.testing.assert_array_equal(residuals[:, 0], whole[:, 0])
-    np.testing.assert_array_equal(residuals[:, 1:], whole[:, 1:] - whole[:, :-1])  # wrapping uint8
-    assert not cache16.stores_band_delta  # float16: nothing to leave in
-    with pytest.raises(ValueError, match="no band delta"):
-        SpectrogramDataset(cache16, band_residuals=True)
+    assert not np.array_equal(residuals, whole)
+    summed = np.cumsum(np.cumsum(residuals, axis=2, dtype=np.uint8), axis=1, dtype=np.uint8)
+    np.testing.assert_array_equal(summed, whole)
+    few = np.array([3, 0, 3, len(cache16) - 1])
+    np.testing.assert_array_equal(cache16.read(few, residuals=True), cache16.read(few))
 
-    plain = make_loader(cache, 10, device="cpu", seed=3, augment=Augment())
-    dataset = SpectrogramDataset(cache, band_residuals=True)
-    summed = SpectrogramLoader(dataset, ChunkShuffleSampler(dataset, cache.chunk_windows, seed=3), 10,
-                               device="cpu", seed=3, augment=Augment())
-    pairs = list(zip(plain, summed))
-    assert len(pairs) == len(plain)
-    for (x, y), (xr, yr) in pairs:
-        assert torch.equal(x, xr) and torch.equal(y, yr)
+    for c in (cache, cache16):
+        plain = make_loader(c, 10, device="cpu", seed=3, augment=Augment())
+        dataset = SpectrogramDataset(c, residuals=True)
+        loader = SpectrogramLoader(dataset, ChunkShuffleSampler(dataset, c.chunk_windows, seed=3), 10,
+                                   device="cpu", seed=3, augment=Augment())
+        pairs = list(zip(plain, loader))
+        assert len(pairs) == len(plain)
+        for (x, y), (xr, yr) in pairs:
+            assert torch.equal(x, xr) and torch.equal(y, yr)
 
 
 def test_normalisation_matches_float64(cache):

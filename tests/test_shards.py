@@ -8,9 +8,10 @@ import pytest
 zarr = pytest.importorskip("zarr")
 
 from chirpid_io.cache import StorageOptions  # noqa: E402
-from chirpid_io.cache.codec import register  # noqa: E402
+from chirpid_io.cache.codec import BandDelta, register  # noqa: E402
+from chirpid_io.cache.format import DELTA_AXES  # noqa: E402
 from chirpid_io.cache.shards import ShardCodec  # noqa: E402
-from chirpid_io.errors import CacheError  # noqa: E402
+from chirpid_io.errors import CacheError, ConfigError  # noqa: E402
 
 register()
 SHAPE = (6, 11)  # small windows: (mel, frame)
@@ -30,7 +31,8 @@ def _windows(n, dtype, seed=0):
 CASES = [  # (dtype, storage, windows): partial last chunk and partial last shard included
     ("uint8", StorageOptions(chunk_windows=1, shard_windows=8), 21),
     ("uint8", StorageOptions(chunk_windows=3, shard_windows=9), 22),
-    ("uint8", StorageOptions(chunk_windows=2, shard_windows=4, delta=False, level=9), 7),
+    ("uint8", StorageOptions(chunk_windows=1, shard_windows=4, delta="band"), 9),
+    ("uint8", StorageOptions(chunk_windows=2, shard_windows=4, delta="none", level=9), 7),
     ("float16", StorageOptions(chunk_windows=1, shard_windows=4), 10),
 ]
 
@@ -41,7 +43,7 @@ def test_shard_files_are_byte_identical_to_zarrs(tmp_path, dtype, storage, n):
     array = _array(tmp_path / "zarr", n, dtype, storage)
     array[:] = data
     codec = ShardCodec.for_array(array)
-    assert codec is not None and codec.band_delta == (storage.delta and dtype == "uint8")
+    assert codec is not None and codec.delta_axes == (DELTA_AXES[storage.delta] if dtype == "uint8" else ())
     for shard in range(-(-n // storage.shard_windows)):
         part = data[shard * storage.shard_windows : (shard + 1) * storage.shard_windows]
         assert codec.encode_shard(part) == codec.shard_path(shard).read_bytes(), f"shard {shard}"
@@ -73,8 +75,17 @@ def test_unwritten_shards_and_chunks_read_as_the_fill_value(tmp_path):
 
 
 def test_other_codecs_fall_back_to_zarr(tmp_path):
-    storage = StorageOptions(chunk_windows=2, shard_windows=4, delta=False, compressor="blosc-lz4")
+    storage = StorageOptions(chunk_windows=2, shard_windows=4, delta="none", compressor="blosc-lz4")
     assert ShardCodec.for_array(_array(tmp_path / "blosc", 4, "uint8", storage)) is None
+    array = zarr.create_array(tmp_path / "time-first", shape=(4, *SHAPE), dtype="uint8", chunks=(1, *SHAPE),
+                              shards=(4, *SHAPE), filters=[BandDelta(axis=2), BandDelta(axis=1)])
+    assert ShardCodec.for_array(array) is None  # differences in another order: zarr reads it
+
+
+def test_storage_flags_of_older_caches_still_parse():
+    assert StorageOptions(delta=True).delta == "band" and StorageOptions(delta=False).delta == "none"
+    with pytest.raises(ConfigError, match="unknown delta"):
+        StorageOptions(delta="time")
 
 
 @pytest.mark.parametrize("offset, what", [(3, "CRC32C"), (-7, "shard index")])

@@ -34,6 +34,10 @@ def open_specs(path, mode: str = "r"):
     return zarr.open_array(Path(path) / SPECS, mode=mode)
 
 
+#: ``StorageOptions.delta`` -> the chunk axes differenced, in order (1: mel, 2: frame)
+DELTA_AXES = {"none": (), "band": (1,), "band+time": (1, 2)}
+
+
 @dataclass(frozen=True)
 class StorageOptions:
     """How ``specs`` is chunked and compressed; the defaults were chosen by measurement
@@ -43,15 +47,16 @@ class StorageOptions:
     random batch decompresses only the windows it asks for (``shards.py`` reads them
     without zarr's per-chunk overhead); ``shard_windows`` windows form one file, the unit
     of an atomic write.
-    ``delta`` stores each mel band as its difference from the band below it (wrapping in
-    uint8; the ``chirpid.band_delta`` codec), which zstd packs far tighter than the image.
+    ``delta`` (uint8 only) stores differences that zstd packs far tighter than the
+    image (the ``chirpid.band_delta`` codec): ``"band+time"`` each value's difference from
+    the band below, then from the frame before; ``"band"`` the first only; ``"none"``.
     """
 
     chunk_windows: int = 1
     shard_windows: int = 256
     compressor: str = "zstd"  # "zstd", "blosc-lz4" or "blosc-zstd"
     level: int = 3
-    delta: bool = True
+    delta: str = "band+time"
 
     def __post_init__(self):
         from ..errors import ConfigError
@@ -61,6 +66,10 @@ class StorageOptions:
                 f"shard_windows ({self.shard_windows}) must be a positive multiple of "
                 f"chunk_windows ({self.chunk_windows})"
             )
+        if isinstance(self.delta, bool):  # caches written before "band+time" stored a flag
+            object.__setattr__(self, "delta", "band" if self.delta else "none")
+        if self.delta not in DELTA_AXES:
+            raise ConfigError(f"unknown delta {self.delta!r}: use {', '.join(map(repr, DELTA_AXES))}")
         if self.compressor not in ("zstd", "blosc-lz4", "blosc-zstd"):
             raise ConfigError(f"unknown compressor {self.compressor!r}: use zstd, blosc-lz4 or blosc-zstd")
 
@@ -71,7 +80,7 @@ class StorageOptions:
         from .codec import BandDelta
 
         # differences of integers are exact; of float16 they would round, so no delta there
-        filters = [BandDelta(axis=1)] if self.delta and dtype == "uint8" else []
+        filters = [BandDelta(axis=a) for a in DELTA_AXES[self.delta]] if dtype == "uint8" else []
         if self.compressor == "zstd":
             compressors = [zc.ZstdCodec(level=self.level)]
         else:

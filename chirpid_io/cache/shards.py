@@ -10,8 +10,8 @@ specification:
 - a shard file holds its inner chunks back to back, then the index: for each chunk in
   C order, (offset, nbytes) as little-endian uint64 ((2**64-1, 2**64-1) for a chunk never
   written, which reads as the fill value 0), then the CRC32C of the index;
-- an inner chunk is [``chirpid.band_delta`` (optional)] -> bytes -> zstd -> CRC32C of the
-  compressed bytes, appended little-endian.
+- an inner chunk is [``chirpid.band_delta`` along mel bands, then along frames, each
+  optional] -> bytes -> zstd -> CRC32C of the compressed bytes, appended little-endian.
 
 A cache with any other codecs (blosc, say) is read and written through zarr instead:
 ``ShardCodec.for_array`` returns None for it. Tests check that zarr reads what this module
@@ -21,14 +21,13 @@ writes and that this module reads what zarr writes.
 from __future__ import annotations
 
 import os
-import threading
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from ..errors import CacheError
-from .codec import NAME as BAND_DELTA, undo_band_delta
+from .codec import NAME as BAND_DELTA, undo_delta
 
 EMPTY = 2**64 - 1
 CRC_BYTES = 4
@@ -50,7 +49,7 @@ class ShardCodec:
     dtype: np.dtype
     chunk_windows: int
     shard_windows: int
-    band_delta: bool
+    delta_axes: tuple[int, ...]  #: chunk axes differenced, in order: () or (1,) or (1, 2)
     level: int
 
     @classmethod
@@ -65,14 +64,15 @@ class ShardCodec:
         index_names = [c["name"] for c in sharding["index_codecs"]]
         if sharding.get("index_location", "end") != "end" or index_names != ["bytes", "crc32c"]:
             return None
-        band_delta = names[:1] == [BAND_DELTA]
-        if names[band_delta:] != ["bytes", "zstd", "crc32c"]:
+        n_delta = len(names) - 3
+        if n_delta < 0 or names[n_delta:] != ["bytes", "zstd", "crc32c"] or set(names[:n_delta]) - {BAND_DELTA}:
             return None
-        if band_delta and sharding["codecs"][0]["configuration"].get("axis") != 1:
+        delta_axes = tuple(c["configuration"]["axis"] for c in sharding["codecs"][:n_delta])
+        if delta_axes not in ((), (1,), (1, 2)):
             return None
         zstd = sharding["codecs"][-2]["configuration"]
         dtype = np.dtype(array.dtype)
-        byte_order = sharding["codecs"][band_delta].get("configuration", {}).get("endian", "little")
+        byte_order = sharding["codecs"][n_delta].get("configuration", {}).get("endian", "little")
         if zstd.get("checksum") or (dtype.itemsize > 1 and byte_order != "little"):
             return None
         if meta.chunk_key_encoding.to_dict() != {"name": "default", "configuration": {"separator": "/"}}:
@@ -80,7 +80,7 @@ class ShardCodec:
         return cls(
             root=Path(array.store.root) / array.path, window_shape=tuple(array.shape[1:]),
             dtype=dtype.newbyteorder("<"), chunk_windows=int(sharding["chunk_shape"][0]),
-            shard_windows=int(array.shards[0]), band_delta=band_delta, level=int(zstd["level"]),
+            shard_windows=int(array.shards[0]), delta_axes=delta_axes, level=int(zstd["level"]),
         )
 
     @property
@@ -105,8 +105,9 @@ class ShardCodec:
         for c in range(-(-k // step)):
             chunk = np.zeros((step, *self.window_shape), self.dtype)  # fill value past the end
             chunk[: min(step, k - c * step)] = windows[c * step : (c + 1) * step]
-            if self.band_delta:
-                chunk[:, 1:] -= chunk[:, :-1].copy()
+            for axis in self.delta_axes:
+                moved = np.moveaxis(chunk, axis, 0)
+                moved[1:] -= moved[:-1].copy()
             data = numcodecs.zstd.compress(chunk, self.level)
             parts += [data, google_crc32c.value(data).to_bytes(CRC_BYTES, "little")]
             index[c] = offset, len(data) + CRC_BYTES
@@ -129,9 +130,9 @@ class ShardCodec:
     # -- reading -----------------------------------------------------------------------
 
     def read_sorted(self, windows: np.ndarray, out: np.ndarray, rows: np.ndarray | None = None,
-                    undo_delta: bool = True) -> None:
+                    keep_differences: bool = False) -> None:
         """Fill ``out[rows[i]]`` with window ``windows[i]`` (``rows`` default: 0, 1, ...);
-        with ``undo_delta=False``, with its band-delta residuals as stored.
+        with ``keep_differences=True``, with its differences as stored (see ``delta_axes``).
 
         ``windows`` must be sorted. Each shard touched is opened once, and each chunk
         touched is read and decompressed once (a window asked for twice, twice).
@@ -140,10 +141,10 @@ class ShardCodec:
         shards = windows // self.shard_windows
         for group in np.split(np.arange(windows.size), np.flatnonzero(np.diff(shards)) + 1):
             if group.size:
-                self._read_from_shard(int(shards[group[0]]), windows[group], out, rows[group], undo_delta)
+                self._read_from_shard(int(shards[group[0]]), windows[group], out, rows[group], keep_differences)
 
     def _read_from_shard(self, shard: int, windows: np.ndarray, out: np.ndarray, rows: np.ndarray,
-                         undo_delta: bool) -> None:
+                         keep_differences: bool) -> None:
         path = self.shard_path(shard)
         try:
             fd = os.open(path, os.O_RDONLY)
@@ -157,13 +158,13 @@ class ShardCodec:
             chunk_of = local // self.chunk_windows
             if self.chunk_windows == 1:  # straight into the output
                 for row, c in zip(rows, chunk_of):
-                    self._read_chunk(fd, path, index, int(c), out[row], first, undo_delta)
+                    self._read_chunk(fd, path, index, int(c), out[row], first, keep_differences)
                 return
             bounds = np.flatnonzero(np.diff(chunk_of)) + 1
             buffer = np.empty((self.chunk_windows, *self.window_shape), self.dtype)
             for group in np.split(np.arange(rows.size), bounds):  # a chunk is decoded once
                 c = int(chunk_of[group[0]])
-                self._read_chunk(fd, path, index, c, buffer, first, undo_delta)
+                self._read_chunk(fd, path, index, c, buffer, first, keep_differences)
                 out[rows[group]] = buffer[local[group] - c * self.chunk_windows]
         finally:
             os.close(fd)
@@ -179,10 +180,11 @@ class ShardCodec:
         return np.frombuffer(raw, "<u8", self.chunks_per_shard * 2).reshape(-1, 2)
 
     def _read_chunk(self, fd: int, path: Path, index: np.ndarray, chunk: int, dest: np.ndarray,
-                    shard_start: int, undo_delta: bool) -> None:
-        """Decompress one chunk into ``dest``, undoing its band delta on the way, while the
-        chunk is in cache (one undo over a whole batch afterwards was 3x slower per window)."""
+                    shard_start: int, keep_differences: bool) -> None:
+        """Decompress one chunk into ``dest``, undoing its deltas on the way, while the chunk
+        is in cache (one undo over a whole batch afterwards was 3x slower per window)."""
         import google_crc32c
+        import numcodecs.zstd
 
         offset, nbytes = (int(v) for v in index[chunk])
         if offset == EMPTY:
@@ -192,34 +194,15 @@ class ShardCodec:
         data = raw[:-CRC_BYTES]
         if len(raw) != nbytes or google_crc32c.value(data) != int.from_bytes(raw[-CRC_BYTES:], "little"):
             raise ChunkError(path, *self._window_range(shard_start, chunk), "CRC32C mismatch")
-        decompressor = _decompressor()  # outside the try: a missing module is no damage
+        undo = () if keep_differences else self.delta_axes
+        plain = np.empty_like(dest) if undo else dest
         try:
-            plain = np.frombuffer(decompressor.decompress(data, max_output_size=dest.nbytes), self.dtype)
-            plain = plain.reshape(dest.shape)
-        except Exception as exc:  # noqa: BLE001 - any failure here is a damaged chunk
+            numcodecs.zstd.decompress(data, plain)
+        except (RuntimeError, ValueError) as exc:  # what numcodecs raises for a bad frame
             raise ChunkError(path, *self._window_range(shard_start, chunk), f"zstd: {exc}") from exc
-        if self.band_delta and undo_delta:
-            undo_band_delta(plain, axis=-2, out=dest)
-        else:
-            dest[...] = plain
+        for k, axis in enumerate(reversed(undo)):  # chunk axes counted from the end: dest may be 2-d
+            plain = undo_delta(plain, axis - 3, out=dest if k == len(undo) - 1 else None)
 
     def _window_range(self, shard_start: int, chunk: int) -> tuple[int, int]:
         first = shard_start + chunk * self.chunk_windows
         return first, first + self.chunk_windows - 1
-
-
-_local = threading.local()
-
-
-def _decompressor():
-    """One zstandard decompressor per thread (they are not thread-safe).
-
-    zstandard rather than numcodecs (which writes): its decompression releases the GIL,
-    so a loader's read-ahead thread runs beside the training loop (two threads
-    decompressing: 1.6x one thread here; with numcodecs 1.15x).
-    """
-    if not hasattr(_local, "zstd"):
-        import zstandard
-
-        _local.zstd = zstandard.ZstdDecompressor()
-    return _local.zstd

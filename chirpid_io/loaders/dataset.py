@@ -30,20 +30,18 @@ class SpectrogramDataset:
     values (uint8 or float16; multiply by ``cache.value_scale`` for the recipe's [0, 1]
     image) and the int label. ``__getitems__`` reads a whole batch in one
     :meth:`Cache.read <chirpid_io.cache.Cache.read>`; torch's DataLoader calls it when
-    present. ``band_residuals=True`` returns each band as its difference from the band
-    below, as stored (see :meth:`Cache.read <chirpid_io.cache.Cache.read>`), for a
-    consumer that undoes it on a GPU.
+    present. ``residuals=True`` returns the stored differences (``cache.delta_axes``; see
+    :meth:`Cache.read <chirpid_io.cache.Cache.read>`) for a consumer that undoes them on a
+    GPU.
 
     Safe under fork and spawn: the cache is reopened lazily in every process that reads
     (the Cache pickles without its open arrays; after a fork the process id differs and a
     fresh view is made), so no file handle or IO thread crosses a process boundary.
     """
 
-    def __init__(self, cache: Cache | str | os.PathLike, indices=None, *, band_residuals: bool = False):
+    def __init__(self, cache: Cache | str | os.PathLike, indices=None, *, residuals: bool = False):
         self.cache = cache if isinstance(cache, Cache) else open_cache(cache)
-        if band_residuals and not self.cache.stores_band_delta:
-            raise ValueError(f"{self.cache.path}: this cache stores no band delta to return residuals of")
-        self.band_residuals = band_residuals
+        self.residuals = residuals
         n = len(self.cache)
         if indices is None:
             self.indices = np.arange(n, dtype=np.int64)
@@ -73,7 +71,7 @@ class SpectrogramDataset:
         """The batch at dataset ``positions``, in that order, each chunk read once."""
         windows = self.indices[np.asarray(positions, dtype=np.int64)]
         cache = self._local_cache()
-        return HostBatch(cache.read(windows, band_residuals=self.band_residuals), cache.labels[windows])
+        return HostBatch(cache.read(windows, residuals=self.residuals), cache.labels[windows])
 
 
 def collate(batch: HostBatch) -> HostBatch:

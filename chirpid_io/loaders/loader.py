@@ -7,13 +7,13 @@ The stages, each visible below:
 2. **read**: :meth:`SpectrogramDataset.__getitems__` reads a whole batch, each chunk
    decompressed once (stored uint8/float16), ``prefetch`` batches ahead: in a background
    thread (``num_workers=0``) or in DataLoader worker processes that open the cache lazily.
-   For a GPU it leaves the band delta in (stored band differences) for step 4.
+   For a GPU it leaves the stored differences in (``cache.delta_axes``) for step 4.
 3. **upload**: on CUDA the batch is copied into one of two reused pinned host buffers and
    sent to the GPU with ``non_blocking=True`` on a side stream, one batch ahead, so the
    copy overlaps the previous batch's training step. On the CPU the same code runs
    without pinning or streams.
-4. **transform** (on the device, float32): on a GPU, the band delta undone (a cumulative
-   sum over bands); stored values x ``cache.value_scale`` (the
+4. **transform** (on the device, float32): on a GPU, the stored differences summed up
+   (cumulative sums over frames, then bands); stored values x ``cache.value_scale`` (the
    recipe's [0, 1] image), random gain, per-band normalisation
    ``(x - mean[band]) / max(std[band], STD_FLOOR)``, SpecAugment masks, mixup.
 """
@@ -85,8 +85,8 @@ def make_loader(
         )
     cache = cache if isinstance(cache, Cache) else open_cache(cache)
     device = _resolve_device(device)
-    # on a GPU the band delta is undone there (one cumulative sum), not on the CPU
-    dataset = SpectrogramDataset(cache, indices, band_residuals=device.type == "cuda" and cache.stores_band_delta)
+    # on a GPU the stored differences are summed up there, not on the CPU
+    dataset = SpectrogramDataset(cache, indices, residuals=device.type == "cuda")
     sampler = ChunkShuffleSampler(
         dataset, dataset.cache.chunk_windows, shuffle=shuffle, seed=seed, rank=rank,
         world_size=world_size, drop_last=drop_last,
@@ -243,8 +243,9 @@ class SpectrogramLoader:
         import torch
 
         x = specs.to(self.device)
-        if self.dataset.band_residuals:  # stored band differences: a wrapping cumulative sum
-            x = torch.cumsum(x, dim=1, dtype=torch.int32).bitwise_and_(255)
+        if self.dataset.residuals:  # stored differences: wrapping cumulative sums, last first
+            for axis in reversed(self.dataset.cache.delta_axes):
+                x = torch.cumsum(x, dim=axis, dtype=torch.int32).bitwise_and_(255)
         x = x.unsqueeze(1).to(torch.float32)
         y = labels.to(self.device)
         plan = None
