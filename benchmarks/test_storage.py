@@ -4,8 +4,10 @@ Old path: one 8-bit PNG per window (Pillow open + decode per item). chirpid-io: 
 compressed Zarr cache (``Cache.read``, one coalesced read per batch). Both hold the same
 windows of the same corpus. Two cases: "random" batches of 42 windows drawn uniformly
 (the worst case for a chunked store: nearly every window in its own chunk), and
-"chunked" batches as ``ChunkShuffleSampler`` draws them (42 windows from a few chunks).
-Bytes on disk (file blocks, as ``du`` counts them) go in ``extra_info``.
+"chunked" batches in the order ``ChunkShuffleSampler`` draws them (42 windows from a few
+chunks).
+With one window per chunk (the default) the two differ little. Bytes on disk (file
+blocks, as ``du`` counts them) go in ``extra_info``.
 """
 
 from __future__ import annotations
@@ -45,13 +47,10 @@ def batches(n: int, chunk: int, kind: str, seed: int = 0) -> list[np.ndarray]:
     rng = np.random.default_rng(seed)
     if kind == "random":
         return [rng.choice(n, size=min(BATCH, n), replace=False) for _ in range(BATCHES)]
-    chunks = max(1, n // chunk)
-    out = []
-    for _ in range(BATCHES):  # a pool of 4 chunks, as the chunk-shuffling sampler uses
-        pool = rng.choice(chunks, size=min(4, chunks), replace=False)
-        members = np.concatenate([np.arange(c * chunk, min((c + 1) * chunk, n)) for c in pool])
-        out.append(rng.choice(members, size=min(BATCH, len(members)), replace=False))
-    return out
+    from chirpid_io.loaders import ChunkShuffleSampler  # the order make_loader reads in
+
+    order = ChunkShuffleSampler(n, chunk, seed=seed).order(0)
+    return [order[i * BATCH : (i + 1) * BATCH] for i in range(min(BATCHES, n // BATCH or 1))]
 
 
 def read_png(paths, batch) -> np.ndarray:

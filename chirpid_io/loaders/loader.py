@@ -197,7 +197,10 @@ class SpectrogramLoader:
             self._dataloader = DataLoader(
                 self.dataset, batch_sampler=self.batches, collate_fn=collate,
                 num_workers=self.num_workers, persistent_workers=True,
-                prefetch_factor=max(1, -(-self.prefetch // self.num_workers)),
+                # at least torch's default of 2 per worker: with 1, a worker waits for its
+                # batch to be taken before reading the next (2 workers here: 1,770 against
+                # 2,020 windows/s with 4)
+                prefetch_factor=max(2, -(-self.prefetch // self.num_workers)),
             )
         yield from self._dataloader
 
