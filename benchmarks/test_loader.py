@@ -3,15 +3,14 @@
 Old path: ``chirpid_io.legacy.LegacyPNGDataset`` + ``legacy_loader`` (Pillow opens one PNG
 per item, per-item scalar standardisation and a SpecAugment built per item, a plain
 DataLoader with batch 42; on a GPU each batch is then copied to it). chirpid-io:
-``chirpid_io.loaders.make_loader`` over the cache (chunk-coalesced batch reads, per-band
+``chirpid_io.loaders.make_loader`` over the cache (whole-batch reads, per-band
 normalisation and batched SpecAugment on ``--bench-device``). Both sides read the same
 windows (the PNGs are the cache's images, written with Pillow), shuffle, augment with
 the old mask sizes, drop the last partial batch, and use the same worker count (the case).
 
 The windows are the generated corpus cut with the chirpid recipe at a 0.125 s hop (many
 windows from a small corpus; the image shape is the recipe's 224 x 313), every window
-kept, at most 120 per pseudo-class (240 from the quick 1-minute corpus: 15 chunks, more
-than the loader keeps decompressed, so chunks really are decompressed every epoch). A
+kept, at most 120 per pseudo-class. A
 round runs whole epochs until at least ``MIN_ITEMS`` windows have been served; loaders
 (and their persistent workers) are made before the timed rounds. Throughput is windows
 per second.
@@ -25,6 +24,8 @@ import os
 
 import pytest
 
+from memory import Inputs, probe
+
 UNIT = "windows/s"
 BATCH = 42
 MIN_ITEMS = 500
@@ -37,23 +38,31 @@ WORKERS = (0, 2)
 def loader_data(corpus_paths, tmp_path_factory):
     """(cache, PNG csv, PNG folder) holding the same windows; built once per session
     (``test_train.py`` trains on the same windows)."""
+    return build_loader_data(corpus_paths, tmp_path_factory.mktemp("loader"), MAX_PER_CLASS)
+
+
+def build_loader_data(corpus_paths, root, max_per_class):
+    """Build the cache and the same windows as an old PNG/CSV set under ``root``;
+    ``corpus_paths`` may repeat a file (each repeat is listed under its own name)."""
     import numpy as np
     from PIL import Image
 
     from chirpid_io.cache import build_cache, open_cache
     from chirpid_io.config import SpectrogramConfig
 
-    root = tmp_path_factory.mktemp("loader")
-    corpus_root = corpus_paths[0].parent
+    audio = root / "audio"
+    audio.mkdir(parents=True)
     table = root / "recordings.csv"
     with table.open("w", newline="") as f:
         writer = csv.writer(f)
         writer.writerow(["path", "label", "group"])
         for k, path in enumerate(corpus_paths):  # pseudo-classes: the stage only moves data
-            writer.writerow([path.name, f"class{k % 4}", f"recordist{k % 7}"])
+            name = f"{k:05d}_{path.name}"
+            (audio / name).write_bytes(path.read_bytes())
+            writer.writerow([name, f"class{k % 4}", f"recordist{k % 7}"])
     config = SpectrogramConfig(hop_seconds=HOP_SECONDS, energy_threshold=None)
-    build_cache(table, root / "cache", config, audio_root=corpus_root, backend="torch",
-                device="cpu", workers=min(4, os.cpu_count() or 1), max_per_class=MAX_PER_CLASS,
+    build_cache(table, root / "cache", config, audio_root=audio, backend="torch",
+                device="cpu", workers=min(4, os.cpu_count() or 1), max_per_class=max_per_class,
                 progress=False)
     cache = open_cache(root / "cache")
     png_dir = root / "spectrograms"
@@ -115,3 +124,44 @@ def test_loader_new(measure, loader_data, settings, synchronize, workers):
 
     measure(run, stage="loader", side="new", items=epochs * len(loader) * BATCH, unit=UNIT,
             label=f"make_loader, {workers} workers, {settings.device}", case=f"{workers} workers")
+
+
+# --------------------------------------------------------------------------- memory
+# Every window of the corpus (no class cap), 0 workers, CPU: at 4x input the cache and
+# the PNG set hold 4x the windows. Whole epochs until at least MEMORY_BATCHES batches:
+# the allocator's working set for batches in flight settles after a few dozen batches
+# (about +100 MB here, the same at 1x and 4x), and a shorter 1x run would not reach it.
+MEMORY_BATCHES = 60
+
+
+def _epochs_of(loader):
+    epochs = -(-MEMORY_BATCHES // len(loader))
+    return lambda: sum(len(y) for _ in range(epochs) for _, y in loader)
+
+
+def _memory_data(inputs: Inputs):
+    import tempfile
+    from pathlib import Path
+
+    return build_loader_data(inputs.files, Path(tempfile.mkdtemp()), max_per_class=None)
+
+
+@probe("loader", "old", "LegacyPNGDataset + legacy_loader, 0 workers")
+def loader_memory_old(inputs: Inputs):
+    from chirpid_io.legacy import LegacyPNGDataset, legacy_loader
+
+    _, csv_path, png_dir = _memory_data(inputs)
+    loader = legacy_loader(LegacyPNGDataset(csv_path, png_dir, augment=True, seed=0), BATCH,
+                           train=True, num_workers=0)
+    next(iter(loader))  # imports and first-use set-up, unmeasured
+    return _epochs_of(loader)
+
+
+@probe("loader", "new", "make_loader, 0 workers, CPU")
+def loader_memory_new(inputs: Inputs):
+    from chirpid_io.loaders import Augment, make_loader
+
+    cache, _, _ = _memory_data(inputs)
+    loader = make_loader(cache, BATCH, device="cpu", augment=Augment(), drop_last=True, seed=0)
+    next(iter(loader))
+    return _epochs_of(loader)

@@ -129,7 +129,7 @@ def _run_inspect(args) -> int:
         f"cache {cache.path} (format {cache.attrs['format_version']}, fingerprint {cache.fingerprint})",
         f"windows: {len(cache)} x {specs.shape[1]} mels x {specs.shape[2]} frames, {specs.dtype}",
         f"recordings: {counts['recordings']} ({counts['skipped_recordings']} skipped)",
-        f"storage: chunks of {cache.chunk_windows} windows, shards of {cache.shard_windows}; "
+        f"storage: {cache.chunk_windows} window(s) per chunk, {cache.shard_windows} per shard file; "
         f"codecs: {', '.join(_codec_names(specs))}",
         f"size on disk: {size / 2**20:.2f} MiB ({size / max(len(cache), 1) / 1024:.1f} KiB per window)",
         "config: " + ", ".join(f"{k}={v}" for k, v in cache.config.to_dict().items()),
@@ -141,9 +141,15 @@ def _run_inspect(args) -> int:
 
 
 def _codec_names(array) -> list[str]:
+    """Each inner codec as ``name(setting=value, ...)``, from its zarr metadata."""
     codecs = array.metadata.codecs
     inner = getattr(codecs[0], "codecs", codecs)  # inside the sharding codec
-    return [type(c).__name__ for c in inner]
+    names = []
+    for codec in inner:
+        spec = codec.to_dict()
+        settings = ", ".join(f"{k}={v}" for k, v in (spec.get("configuration") or {}).items())
+        names.append(f"{spec['name']}({settings})" if settings else spec["name"])
+    return names
 
 
 def _add_verify(commands) -> None:
