@@ -21,6 +21,7 @@ writes and that this module reads what zarr writes.
 from __future__ import annotations
 
 import os
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -184,7 +185,6 @@ class ShardCodec:
         """Decompress one chunk into ``dest``, undoing its deltas on the way, while the chunk
         is in cache (one undo over a whole batch afterwards was 3x slower per window)."""
         import google_crc32c
-        import numcodecs.zstd
 
         offset, nbytes = (int(v) for v in index[chunk])
         if offset == EMPTY:
@@ -196,9 +196,11 @@ class ShardCodec:
             raise ChunkError(path, *self._window_range(shard_start, chunk), "CRC32C mismatch")
         undo = () if keep_differences else self.delta_axes
         plain = np.empty_like(dest) if undo else dest
+        decompressor = _decompressor()  # outside the try: a missing module is no damage
         try:
-            numcodecs.zstd.decompress(data, plain)
-        except (RuntimeError, ValueError) as exc:  # what numcodecs raises for a bad frame
+            plain.reshape(-1).view(np.uint8)[:] = np.frombuffer(
+                decompressor.decompress(data, max_output_size=plain.nbytes), np.uint8)
+        except Exception as exc:  # noqa: BLE001 - a bad frame, whatever zstd raises for it
             raise ChunkError(path, *self._window_range(shard_start, chunk), f"zstd: {exc}") from exc
         for k, axis in enumerate(reversed(undo)):  # chunk axes counted from the end: dest may be 2-d
             plain = undo_delta(plain, axis - 3, out=dest if k == len(undo) - 1 else None)
@@ -206,3 +208,20 @@ class ShardCodec:
     def _window_range(self, shard_start: int, chunk: int) -> tuple[int, int]:
         first = shard_start + chunk * self.chunk_windows
         return first, first + self.chunk_windows - 1
+
+
+_local = threading.local()
+
+
+def _decompressor():
+    """This thread's zstandard decompressor (they are not thread-safe).
+
+    zstandard rather than numcodecs (which writes the chunks) because it releases the GIL
+    while decompressing, so a loader's read-ahead thread holds up the training loop less:
+    make_loader on the CPU here, 1,960-2,130 windows/s against 1,810 with numcodecs.
+    """
+    if not hasattr(_local, "zstd"):
+        import zstandard
+
+        _local.zstd = zstandard.ZstdDecompressor()
+    return _local.zstd
