@@ -212,6 +212,18 @@ def test_verify_finds_a_flipped_byte(clean, tmp_path):
     assert main(["verify", str(out)]) == 1
 
 
+def test_a_killed_writers_temporary_shard_file_is_removed(clean, tmp_path):
+    import shutil
+
+    out = tmp_path / "stale"
+    shutil.copytree(clean, out)
+    stale = out / "specs" / "c" / "0" / "0" / ".0.tmp-99999"  # as a SIGKILL mid-write leaves it
+    stale.write_bytes(b"half a shard")
+    with CacheWriter(out, CONFIG):
+        pass
+    assert not stale.exists() and verify_cache(out).ok
+
+
 def test_second_writer_is_refused(clean):
     with CacheWriter(clean, CONFIG):
         with pytest.raises(CacheError, match="another build"):

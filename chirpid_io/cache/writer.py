@@ -50,6 +50,8 @@ class CacheWriter:
             self._create_arrays()
         self.specs = fmt.open_specs(self.path, mode="r+")
         self._shards = ShardCodec.for_array(self.specs)  # None: write through zarr
+        for stale in self.path.glob(f"{fmt.SPECS}/c/*/0/.0.tmp-*"):  # from a killed build;
+            stale.unlink()  # we hold the lock, so no other writer owns it
         self.labels = self.group[fmt.LABELS]
         self._journal_path = self.path / fmt.JOURNAL
         self._load_journal()
