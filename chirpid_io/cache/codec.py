@@ -56,8 +56,7 @@ class BandDelta(ArrayArrayCodec):
         return np.moveaxis(out, 0, self.axis)
 
     def decode_array(self, data: np.ndarray) -> np.ndarray:
-        data = np.asarray(data)
-        return undo_delta(data, self.axis, out=np.empty_like(data))
+        return undo_delta(np.asarray(data), self.axis)
 
     # In a thread, like zarr's own compressors: numpy and torch release the GIL, so the
     # chunks of one read are undone in parallel.

@@ -105,10 +105,10 @@ class Cache:
         0.1 ms per window). Without ``delta_axes`` it changes nothing.
 
         The indices are sorted, so every chunk touched is read and decompressed once
-        however the batch is ordered. Shard files in the
-        default codecs are read directly (``shards.py``: zarr's per-chunk overhead was
-        4 ms per window); others through zarr, one slice per run of consecutive chunks
-        (zarr's orthogonal indexing decompressed a chunk once per selected window).
+        however the batch is ordered. Shard files in the default codecs are read directly
+        (``shards.py``: zarr's per-chunk overhead was 4 ms per window); others through
+        zarr, one slice per run of consecutive chunks (zarr's orthogonal indexing
+        decompressed a chunk once per selected window).
         """
         indices = np.asarray(indices, dtype=np.int64)
         if indices.size and (indices.min() < 0 or indices.max() >= len(self)):

@@ -29,6 +29,7 @@ import numpy as np
 
 from ..errors import CacheError
 from .codec import NAME as BAND_DELTA, undo_delta
+from .format import DELTA_AXES
 
 EMPTY = 2**64 - 1
 CRC_BYTES = 4
@@ -50,7 +51,7 @@ class ShardCodec:
     dtype: np.dtype
     chunk_windows: int
     shard_windows: int
-    delta_axes: tuple[int, ...]  #: chunk axes differenced, in order: () or (1,) or (1, 2)
+    delta_axes: tuple[int, ...]  #: chunk axes differenced, in order: a value of format.DELTA_AXES
     level: int
 
     @classmethod
@@ -69,7 +70,7 @@ class ShardCodec:
         if n_delta < 0 or names[n_delta:] != ["bytes", "zstd", "crc32c"] or set(names[:n_delta]) - {BAND_DELTA}:
             return None
         delta_axes = tuple(c["configuration"]["axis"] for c in sharding["codecs"][:n_delta])
-        if delta_axes not in ((), (1,), (1, 2)):
+        if delta_axes not in DELTA_AXES.values():
             return None
         zstd = sharding["codecs"][-2]["configuration"]
         dtype = np.dtype(array.dtype)

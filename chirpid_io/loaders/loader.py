@@ -25,7 +25,7 @@ from collections.abc import Mapping
 
 import numpy as np
 
-from ..cache import Cache, open_cache
+from ..cache import Cache
 from ..errors import ConfigError
 from .augment import Augment, apply_gain, apply_masks, apply_mixup, draw_plan
 from .dataset import HostBatch, SpectrogramDataset, collate
@@ -83,7 +83,6 @@ def make_loader(
             "drop_last=True with shuffle=False would silently leave validation windows out "
             "(the old loader's bug); use drop_last=False for evaluation"
         )
-    cache = cache if isinstance(cache, Cache) else open_cache(cache)
     device = _resolve_device(device)
     # on a GPU the stored differences are summed up there, not on the CPU
     dataset = SpectrogramDataset(cache, indices, residuals=device.type == "cuda")
