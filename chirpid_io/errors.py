@@ -43,10 +43,20 @@ class CacheError(ChirpIOError):
 class FingerprintMismatchError(CacheError, ValueError):
     """Features were asked for with a SpectrogramConfig other than the one they were made with."""
 
-    def __init__(self, what: str, differences: dict[str, tuple]):
+    def __init__(self, what: str, differences: dict[str, tuple], fix: str | None = None):
         self.differences = differences
         fields = "; ".join(f"{k}: {a!r} there, {b!r} asked" for k, (a, b) in differences.items())
-        super().__init__(
-            f"{what} was built with another SpectrogramConfig ({fields}). "
-            "Use the config stored with it (cache.config), or rebuild it with yours."
-        )
+        fix = fix or "Use the config stored with it (cache.config), or rebuild it with yours."
+        super().__init__(f"{what} was built with another SpectrogramConfig ({fields}). {fix}")
+
+
+class BuildError(ChirpIOError):
+    """A build that cannot give a usable cache (every recording skipped, say).
+
+    ``report`` is the build's :class:`~chirpid_io.cache.BuildReport`, so a caller can show
+    what was skipped and why.
+    """
+
+    def __init__(self, message: str, report=None):
+        self.report = report
+        super().__init__(message)

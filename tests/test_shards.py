@@ -2,24 +2,29 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 
 zarr = pytest.importorskip("zarr")
 
 from chirpid_io.cache import StorageOptions  # noqa: E402
+from chirpid_io.cache import format as fmt  # noqa: E402
 from chirpid_io.cache.codec import BandDelta, register  # noqa: E402
-from chirpid_io.cache.format import DELTA_AXES  # noqa: E402
-from chirpid_io.cache.shards import ShardCodec  # noqa: E402
+from chirpid_io.cache.files import LocalStore  # noqa: E402
+from chirpid_io.cache.shards import ChunkError, ShardCodec  # noqa: E402
 from chirpid_io.errors import CacheError, ConfigError  # noqa: E402
 
 register()
 SHAPE = (6, 11)  # small windows: (mel, frame)
 
 
-def _array(path, n, dtype, storage: StorageOptions):
-    return zarr.create_array(path, shape=(n, *SHAPE), dtype=dtype, chunks=(storage.chunk_windows, *SHAPE),
-                             shards=(storage.shard_windows, *SHAPE), fill_value=0, **storage.codecs(dtype))
+def _array(root, n, dtype, storage: StorageOptions):
+    """A zarr array whose metadata is the one chirpid-io writes, and our codec for it."""
+    store = LocalStore(root)
+    store.write("specs/zarr.json", fmt.dumps(fmt.specs_metadata(n, SHAPE, dtype, storage)))
+    return zarr.open_array(root / "specs", mode="r+"), ShardCodec.create(store, SHAPE, dtype, storage)
 
 
 def _windows(n, dtype, seed=0):
@@ -38,63 +43,72 @@ CASES = [  # (dtype, storage, windows): partial last chunk and partial last shar
 
 
 @pytest.mark.parametrize("dtype, storage, n", CASES)
+def test_specs_metadata_is_what_zarr_writes_for_the_same_codecs(tmp_path, dtype, storage, n):
+    import zarr.codecs as zc
+
+    filters = [BandDelta(axis=a) for a in storage.delta_axes(dtype)]
+    zarr.create_array(tmp_path / "z", shape=(n, *SHAPE), dtype=dtype, chunks=(storage.chunk_windows, *SHAPE),
+                      shards=(storage.shard_windows, *SHAPE), fill_value=0, filters=filters,
+                      compressors=[zc.ZstdCodec(level=storage.level), zc.Crc32cCodec()],
+                      dimension_names=("window", "mel", "frame"))
+    written = json.loads((tmp_path / "z" / "zarr.json").read_text())
+    assert written == fmt.specs_metadata(n, SHAPE, dtype, storage)
+
+
+@pytest.mark.parametrize("dtype, storage, n", CASES)
 def test_shard_files_are_byte_identical_to_zarrs(tmp_path, dtype, storage, n):
     data = _windows(n, dtype)
-    array = _array(tmp_path / "zarr", n, dtype, storage)
-    array[:] = data
-    codec = ShardCodec.for_array(array)
-    assert codec is not None and codec.delta_axes == (DELTA_AXES[storage.delta] if dtype == "uint8" else ())
-    for shard in range(-(-n // storage.shard_windows)):
+    array, codec = _array(tmp_path, n, dtype, storage)
+    array[:] = data  # zarr writes the shards
+    for shard in range(codec.n_shards(n)):
         part = data[shard * storage.shard_windows : (shard + 1) * storage.shard_windows]
-        assert codec.encode_shard(part) == codec.shard_path(shard).read_bytes(), f"shard {shard}"
+        assert codec.encode_shard(part) == (tmp_path / codec.shard_key(shard)).read_bytes(), f"shard {shard}"
 
 
 @pytest.mark.parametrize("dtype, storage, n", CASES)
 def test_reads_equal_zarrs_in_any_order(tmp_path, dtype, storage, n):
     data = _windows(n, dtype, seed=1)
-    array = _array(tmp_path / "zarr", n, dtype, storage)
-    codec = ShardCodec.for_array(array)
-    for shard in range(-(-n // storage.shard_windows)):  # written by us, read by zarr and by us
+    array, codec = _array(tmp_path, n, dtype, storage)
+    for shard in range(codec.n_shards(n)):  # written by us, read by zarr and by us
         codec.write_shard(shard, data[shard * storage.shard_windows : (shard + 1) * storage.shard_windows])
-    np.testing.assert_array_equal(zarr.open_array(tmp_path / "zarr")[:], data)
+    np.testing.assert_array_equal(zarr.open_array(tmp_path / "specs")[:], data)
     wanted = np.unique(np.random.default_rng(2).choice(n, size=n // 2))
     out = np.empty((wanted.size, *SHAPE), dtype)
     codec.read_sorted(wanted, out)
     np.testing.assert_array_equal(out, data[wanted])
 
 
-def test_unwritten_shards_and_chunks_read_as_the_fill_value(tmp_path):
+def test_a_missing_shard_or_unwritten_chunk_is_damage_not_zeros(tmp_path):
     storage = StorageOptions(chunk_windows=1, shard_windows=4)
-    array = _array(tmp_path / "zarr", 12, "uint8", storage)
-    data = _windows(12, "uint8") | 1  # no window equals the fill value
+    array, codec = _array(tmp_path, 12, "uint8", storage)
+    data = _windows(12, "uint8") | 1
     array[4:6] = data[4:6]  # shard 1 partly written, shards 0 and 2 not at all
     out = np.empty((12, *SHAPE), np.uint8)
-    ShardCodec.for_array(array).read_sorted(np.arange(12), out)
-    np.testing.assert_array_equal(out, array[:])
-    assert out[4:6].any() and not out[:4].any() and not out[6:].any()
+    codec.read_sorted(np.arange(4, 6), out[:2])
+    np.testing.assert_array_equal(out[:2], data[4:6])
+    with pytest.raises(ChunkError, match=r"windows 0-1 could not be read: shard file specs/c/0/0/0 is missing"):
+        codec.read_sorted(np.array([0, 1]), out[:2])
+    with pytest.raises(ChunkError, match=r"windows 6-6 could not be read: chunk 2 of shard file specs/c/1/0/0 "
+                                         r"was never written"):
+        codec.read_sorted(np.array([6]), out[:1])
 
 
-def test_other_codecs_fall_back_to_zarr(tmp_path):
-    storage = StorageOptions(chunk_windows=2, shard_windows=4, delta="none", compressor="blosc-lz4")
-    assert ShardCodec.for_array(_array(tmp_path / "blosc", 4, "uint8", storage)) is None
-    array = zarr.create_array(tmp_path / "time-first", shape=(4, *SHAPE), dtype="uint8", chunks=(1, *SHAPE),
-                              shards=(4, *SHAPE), filters=[BandDelta(axis=2), BandDelta(axis=1)])
-    assert ShardCodec.for_array(array) is None  # differences in another order: zarr reads it
-
-
-def test_storage_flags_of_older_caches_still_parse():
+def test_only_zstd_is_offered_and_old_flags_still_parse():
     assert StorageOptions(delta=True).delta == "band" and StorageOptions(delta=False).delta == "none"
-    with pytest.raises(ConfigError, match="unknown delta"):
+    with pytest.raises(ConfigError, match="unknown 'time'"):
         StorageOptions(delta="time")
+    with pytest.raises(ConfigError, match="compressor: unknown 'blosc-lz4'; use 'zstd'"):
+        StorageOptions(compressor="blosc-lz4")
+    with pytest.raises(ConfigError, match="multiple of chunk_windows"):
+        StorageOptions(chunk_windows=3, shard_windows=4)
 
 
-@pytest.mark.parametrize("offset, what", [(3, "CRC32C"), (-7, "shard index")])
+@pytest.mark.parametrize("offset, what", [(3, "CRC32C"), (-7, "damaged index")])
 def test_a_flipped_byte_is_named(tmp_path, offset, what):
     storage = StorageOptions(chunk_windows=1, shard_windows=4)
-    array = _array(tmp_path / "zarr", 4, "uint8", storage)
-    codec = ShardCodec.for_array(array)
+    _, codec = _array(tmp_path, 4, "uint8", storage)
     codec.write_shard(0, _windows(4, "uint8"))
-    path = codec.shard_path(0)
+    path = tmp_path / codec.shard_key(0)
     raw = bytearray(path.read_bytes())
     raw[offset] ^= 0x10
     path.write_bytes(bytes(raw))

@@ -1,4 +1,4 @@
-"""build_cache: recordings -> windows (worker processes) -> log-mel (batched kernel) -> cache.
+"""build_cache: recordings -> windows (decoding threads) -> log-mel (batched kernel) -> cache.
 
 The stages are separate so each can be timed: decoding runs in a pool of threads with a
 bounded number of recordings in flight (memory stays bounded whatever the input size),
@@ -8,10 +8,11 @@ kernel, and the writer stores them shard by shard.
 
 from __future__ import annotations
 
-import os
-import time
 import itertools
-from collections import deque
+import os
+import shutil
+import time
+from collections import Counter, deque
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,7 +21,10 @@ from typing import Iterator
 import numpy as np
 
 from ..config import SpectrogramConfig
+from ..errors import BuildError, CacheError
 from ..manifest import Manifest, Recording, discover
+from ..text import shown
+from . import format as fmt
 from .decode import Decoded, decode_recording
 from .format import StorageOptions
 from .writer import CacheWriter
@@ -44,12 +48,15 @@ class BuildReport:
     capped_windows: int = 0
     backend: str = ""
     device: str = ""
+    notes: list[str] = field(default_factory=list)  #: repairs and replacements made on the way
 
     def lines(self) -> list[str]:
+        """The end report, one printable line per item (file names escaped)."""
         rate = self.windows_added / self.seconds if self.seconds else 0.0
         audio_rate = self.audio_seconds / self.seconds if self.seconds else 0.0
-        out = [
-            f"cache: {self.path}",
+        out = [f"note: {note}" for note in self.notes]
+        out += [
+            f"cache: {shown(self.path)}",
             f"recordings: {self.recordings_added} added, {len(self.skipped)} skipped, "
             f"{self.recordings_already_cached} already cached",
             f"windows: {self.windows_added} added ({self.windows_total} in the cache)"
@@ -61,7 +68,7 @@ class BuildReport:
         ]
         if self.skipped:
             out.append("skipped:")
-            out += [f"  {path}: {reason}" for path, reason in self.skipped]
+            out += [f"  {shown(path)}: {shown(reason)}" for path, reason in self.skipped]
         return out
 
 
@@ -78,6 +85,7 @@ def build_cache(
     storage: StorageOptions | None = None,
     audio_root=None,
     class_map=None,
+    overwrite: bool = False,
     progress: bool | None = None,
 ) -> BuildReport:
     """Build (or finish, or extend) the cache at ``out`` from ``source``.
@@ -86,16 +94,27 @@ def build_cache(
     ``path, label[, group]`` CSV/Parquet table (``audio_root`` resolves its paths), or an
     old PNG/CSV spectrogram set (imported as it is). Recordings already in the cache are
     left alone, so running the same command again resumes a killed build or appends new
-    recordings. ``backend``: "auto" (DALI on a GPU if installed, else torch), "torch",
-    "torchaudio" or "dali"; ``device``: "cpu", "cuda", "cuda:1"... (default: CUDA when
-    available). ``workers``: decoding threads (default: CPU count, 0 decodes inline).
+    recordings. ``overwrite=True`` builds a new cache beside ``out`` and replaces ``out``
+    with it only once it is complete (a killed overwrite resumes with the same call).
+    ``backend``: "auto" (torch), "torch", "torchaudio" or "dali"; ``device``: "cpu",
+    "cuda", "cuda:1"... (default: CUDA when available). ``workers``: decoding threads
+    (default: CPU count, 0 decodes inline).
+
+    Raises BuildError when no recording gives a window (the message says why and what to
+    change), CacheError for a damaged or locked cache, ManifestError for a bad input.
     """
     started = time.perf_counter()
     config = config or SpectrogramConfig()
     manifest = discover(source, audio_root=audio_root, class_map=class_map)
-    backend, device = resolve_backend(backend, device)
-    report = BuildReport(Path(out), backend=backend, device=device)
-    with CacheWriter(out, config, storage) as writer:
+    device = _default_device(device)
+    from ..kernels import resolve_backend
+
+    backend = resolve_backend(backend, device)
+    out = Path(out)
+    target = _overwrite_target(out, config) if overwrite else out
+    report = BuildReport(out, backend=backend, device=device)
+    with CacheWriter(target, config, storage) as writer:
+        report.notes += writer.notes
         done = writer.committed_paths()
         todo = [r for r in manifest.recordings if r.relpath not in done]
         report.recordings_seen = len(manifest.recordings)
@@ -107,29 +126,89 @@ def build_cache(
             _build_from_audio(todo, writer, config, report, backend=backend, device=device,
                               workers=workers, max_per_class=max_per_class,
                               batch_size=batch_size, progress=progress)
+        if writer.n_windows == 0:
+            raise BuildError(_why_empty(writer.recordings, config), report)
         if writer.changed or not writer.complete:  # a finished, unchanged cache is left alone
-            writer.finish({"backend": backend, "device": device, "source": str(source)})
+            writer.finish({"backend": backend, "device": device, "source": shown(source)})
         report.windows_total = writer.n_committed
+    if target != out:
+        _replace(out, target)
+        report.notes.append(f"replaced the old cache at {shown(out)} (--overwrite)")
     report.seconds = time.perf_counter() - started
-    report.bytes_on_disk = sum(p.stat().st_size for p in Path(out).rglob("*") if p.is_file())
+    report.bytes_on_disk = sum(p.stat().st_size for p in out.rglob("*") if p.is_file() and not p.is_symlink())
     return report
 
 
-def resolve_backend(backend: str, device: str | None) -> tuple[str, str]:
+def _default_device(device: str | None) -> str:
+    if device is not None:
+        return str(device)
     import torch
 
-    if device is None:
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-    if backend == "auto":
-        backend = "torch"
-        if device.startswith("cuda"):
-            try:
-                import nvidia.dali  # noqa: F401
+    return "cuda" if torch.cuda.is_available() else "cpu"
 
-                backend = "dali"
-            except ImportError:
-                pass
-    return backend, device
+
+def _why_empty(recordings: list[dict], config: SpectrogramConfig) -> str:
+    """Why a build kept no window, with the fix, from the recordings' reasons."""
+    if not recordings:
+        return "no recording to build from: the input lists none that is not already in the cache"
+    reasons = Counter(_reason_kind(r.get("reason") or "") for r in recordings)
+    n = len(recordings)
+    if reasons.get("short") == n:
+        return (f"all {n} recordings are shorter than one window ({config.window_seconds} s); add --pad-short "
+                "to zero-pad them to one window, or lower --window-seconds")
+    parts = ", ".join(f"{count} {kind}" for kind, count in reasons.most_common())
+    hints = {"short": "--pad-short keeps recordings shorter than a window",
+             "quiet": "--energy-threshold none keeps quiet windows",
+             "capped": "raise --max-per-class"}
+    fixes = "; ".join(hints[k] for k in reasons if k in hints)
+    return (f"none of the {n} recordings gave a window ({parts}); the reasons are listed above"
+            + (f". Fix: {fixes}" if fixes else ""))
+
+
+def _reason_kind(reason: str) -> str:
+    if reason.startswith("shorter than one window"):
+        return "short"
+    if "energy threshold" in reason:
+        return "quiet"
+    if "max-per-class" in reason:
+        return "capped"
+    return "unreadable"
+
+
+def _overwrite_target(out: Path, config: SpectrogramConfig) -> Path:
+    """Where an ``--overwrite`` build goes: ``.NAME.overwrite`` beside ``out`` (resumed
+    if a killed overwrite with the same config left it), after finishing a swap that a
+    crash interrupted."""
+    if out.exists() and not (out / fmt.GROUP_META).exists():
+        raise CacheError(f"{shown(out)}: is not a chirpid-io cache; --overwrite replaces only a cache, never "
+                         "other files. Fix: choose a new folder")
+    staging = out.with_name(f".{out.name}.overwrite")
+    old = out.with_name(f".{out.name}.replaced")
+    if not out.exists() and old.exists() and (staging / fmt.GROUP_META).exists():
+        _replace(out, staging)  # a crash between the two renames: finish the swap
+    if staging.exists() and _fingerprint_of(staging) != config.fingerprint():
+        shutil.rmtree(staging)  # an earlier overwrite with another config: ours to remove
+    return staging
+
+
+def _fingerprint_of(path: Path) -> str | None:
+    import json
+
+    try:
+        return json.loads((path / fmt.GROUP_META).read_text())["attributes"]["fingerprint"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def _replace(out: Path, staging: Path) -> None:
+    """Put the complete cache ``staging`` at ``out``; the old one is removed only after."""
+    old = out.with_name(f".{out.name}.replaced")
+    if old.exists():
+        shutil.rmtree(old)
+    if out.exists():
+        os.replace(out, old)
+    os.replace(staging, out)
+    shutil.rmtree(old, ignore_errors=True)
 
 
 def _build_from_audio(todo: list[Recording], writer: CacheWriter, config, report, *, backend, device,

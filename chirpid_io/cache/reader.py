@@ -1,4 +1,20 @@
-"""open_cache: a finished cache as arrays and tables, read lazily and in coalesced batches."""
+"""open_cache: the last finished state of a cache, validated, pinned, and read in batches.
+
+Opening checks what the attributes claim against the files before anything acts on it:
+the metadata must be readable JSON with the keys and types of format 2, the fingerprint
+must match the stored config, the ``specs`` array must have the config's dtype and window
+shape and at least as many windows as counted, every shard file the count implies must be
+present, ``labels`` must be as long as counted and name known classes, and the statistics
+must be finite. A cache that fails any check is refused with the file and the finding
+(``verify`` lists them all), so nothing downstream trains on zeros, NaNs or a count of
+10**12.
+
+A ``Cache`` pins the counts it read: it serves exactly those windows, table rows and
+label sets even if another process appends and finishes meanwhile (appends only add at
+the end of every file; see ``format.py``). While an append runs, a new ``Cache`` opens the
+last finished state. Only a cache that never finished is refused, with whether a build is
+running now or was interrupted.
+"""
 
 from __future__ import annotations
 
@@ -9,42 +25,63 @@ import numpy as np
 
 from ..config import SpectrogramConfig
 from ..errors import CacheError, FingerprintMismatchError
+from ..text import shown
 from . import format as fmt
+from .files import CacheFileError, LocalStore
+from .lock import build_status
+from .shards import ChunkError, ShardCodec
+from .vectors import read_table, read_vector
+
+#: What a message about damage ends with.
+VERIFY_HINT = "`chirpid-io verify {path}` lists every finding; rebuild with `build-cache ... --overwrite`"
 
 
 class Cache:
-    """A read-only view of a finished cache.
+    """A read-only view of a cache's last finished state.
 
-    Cheap to create and to pickle (for DataLoader workers): the Zarr arrays and the
-    tables open on first use, in whichever process uses them.
+    Cheap to pickle (for DataLoader workers): tables and label sets load on first use, in
+    whichever process uses them.
     """
 
     def __init__(self, path, config: SpectrogramConfig | None = None):
-        import zarr
-
         self.path = Path(path)
-        if not (self.path / "zarr.json").is_file():
-            raise CacheError(f"{self.path}: not a chirpid-io cache (no zarr.json); build one with "
-                             f"`chirpid-io build-cache SOURCE {self.path}`")
-        attrs = dict(zarr.open_group(self.path, mode="r").attrs)
-        if attrs.get("format_version") != fmt.FORMAT_VERSION:
-            raise CacheError(f"{self.path}: cache format {attrs.get('format_version')!r}, this "
-                             f"chirpid-io reads format {fmt.FORMAT_VERSION}; rebuild the cache")
-        if attrs.get("state") != "complete":
-            raise CacheError(f"{self.path}: the build did not finish; run the same "
-                             "`chirpid-io build-cache` command again to complete it")
+        self.store = LocalStore(self.path)
+        attrs = _open_attrs(self.store)
         self.attrs = attrs
         self.config = SpectrogramConfig.from_dict(attrs["config"])
         if config is not None and config.fingerprint() != self.config.fingerprint():
-            raise FingerprintMismatchError(f"cache {self.path}", self.config.diff(config))
+            raise FingerprintMismatchError(f"cache {shown(self.path)}", self.config.diff(config))
+        self.cache_id: str = attrs["cache_id"]
         self.fingerprint: str = attrs["fingerprint"]
+        self.storage = fmt.StorageOptions.from_dict(attrs["storage"])
+        counts = attrs["counts"]
+        self._length = counts["windows"]
+        self._n_recordings = counts["recordings"]
+        #: class names as of the pinned state (an append only adds at the end)
         self.class_names: list[str] = list(attrs["class_names"])
         self.stats = {k: np.asarray(attrs["stats"][k], dtype=np.float64) for k in ("mean", "std")}
-        self.chunk_windows: int = attrs["storage"]["chunk_windows"]
-        self.shard_windows: int = attrs["storage"]["shard_windows"]
+        self.chunk_windows: int = self.storage.chunk_windows
+        self.shard_windows: int = self.storage.shard_windows
         #: multiply stored values by this to get the recipe's [0, 1] images
         self.value_scale = 1 / 255 if self.config.storage_dtype == "uint8" else 1.0
-        self._length = int(attrs["counts"]["windows"])
+        self._shards = ShardCodec.create(self.store, self.config.shape, self.config.storage_dtype, self.storage)
+        problem = specs_problem(self.store, self.config, self.storage, self._length)
+        if problem is None:
+            n_missing, first = missing_shards(self.store, self._shards, self._length)
+            if n_missing:
+                problem = (f"{n_missing} of the {self._shards.n_shards(self._length)} shard files its "
+                           f"{self._length} windows need are missing or not regular files (first: "
+                           f"{self._shards.shard_key(first)})")
+        if problem is not None:
+            raise CacheError(f"{shown(self.path)}: {problem}; " + VERIFY_HINT.format(path=shown(self.path)))
+        labels = _damage_as_cache_error(read_vector, self.store, fmt.LABELS, "int32", self._length)
+        labels = labels[: self._length].astype(np.int64)
+        if labels.size and (labels.min() < 0 or labels.max() >= len(self.class_names)):
+            bad = int(((labels < 0) | (labels >= len(self.class_names))).sum())
+            raise CacheError(f"{shown(self.path / fmt.LABELS)}: {bad} label(s) outside the {len(self.class_names)} "
+                             "classes; " + VERIFY_HINT.format(path=shown(self.path)))
+        #: (N,) int64 primary class of each window
+        self.labels = labels
 
     def __len__(self) -> int:
         return self._length
@@ -54,94 +91,164 @@ class Cache:
                 f"dtype={self.config.storage_dtype})")
 
     def __getstate__(self):
-        # only plain data crosses process boundaries; arrays reopen lazily on the other side
-        return {k: v for k, v in self.__dict__.items() if k not in ("specs", "labels", "windows", "recordings", "_shards")}
-
-    @cached_property
-    def specs(self):
-        """(N, n_mels, frames) Zarr array in the stored dtype; slicing reads from disk."""
-        return fmt.open_specs(self.path, mode="r")
-
-    @cached_property
-    def labels(self) -> np.ndarray:
-        import zarr
-
-        return zarr.open_array(self.path / fmt.LABELS, mode="r")[:].astype(np.int64)
+        # only plain data crosses process boundaries; tables reopen lazily on the other side
+        return {k: v for k, v in self.__dict__.items() if k not in ("windows", "recordings", "label_sets", "specs")}
 
     @cached_property
     def windows(self):
         """One row per window (pyarrow.Table): window_id, recording_id, path, label,
-        class_name, group, start_seconds, rms."""
-        import pyarrow.parquet as pq
-
-        return pq.read_table(self.path / fmt.WINDOWS_TABLE)
+        class_name, labels (the label set, primary first), group, start_seconds, rms."""
+        return _damage_as_cache_error(read_table, self.store, fmt.WINDOWS_TABLE, self._length).slice(0, self._length)
 
     @cached_property
     def recordings(self):
         """One row per input recording (pyarrow.Table), skipped ones with their reason."""
-        import pyarrow.parquet as pq
-
-        return pq.read_table(self.path / fmt.RECORDINGS_TABLE)
+        table = _damage_as_cache_error(read_table, self.store, fmt.RECORDINGS_TABLE, self._n_recordings)
+        return table.slice(0, self._n_recordings)
 
     @cached_property
-    def _shards(self):
-        """Direct shard reads for the codecs chirpid-io writes; None means read through zarr."""
-        from .shards import ShardCodec
+    def label_sets(self) -> tuple[np.ndarray, np.ndarray]:
+        """``(offsets (N + 1,) int64, values (M,) int32)``: window ``i``'s classes are
+        ``values[offsets[i]:offsets[i + 1]]``, its primary class first."""
+        n = self._length
+        offsets = _damage_as_cache_error(read_vector, self.store, fmt.LABEL_OFFSETS, "int64", n + 1)[: n + 1]
+        if offsets[0] != 0 or np.any(np.diff(offsets) < 1):
+            raise CacheError(f"{shown(self.path / fmt.LABEL_OFFSETS)}: offsets are not increasing; "
+                             + VERIFY_HINT.format(path=shown(self.path)))
+        values = _damage_as_cache_error(read_vector, self.store, fmt.LABEL_VALUES, "int32", int(offsets[-1]))
+        values = values[: int(offsets[-1])]
+        if (values.size and (values.min() < 0 or values.max() >= len(self.class_names))) or not np.array_equal(
+                values[offsets[:-1]], self.labels):
+            raise CacheError(f"{shown(self.path / fmt.LABEL_VALUES)}: label sets disagree with the labels or name "
+                             "unknown classes; " + VERIFY_HINT.format(path=shown(self.path)))
+        return offsets, values
 
-        return ShardCodec.for_array(self.specs)
+    def multi_hot(self, indices, secondary_weight: float = 1.0) -> np.ndarray:
+        """(len(indices), n_classes) float32 targets: 1 for each window's primary class,
+        ``secondary_weight`` for its other classes, 0 elsewhere."""
+        offsets, values = self.label_sets
+        indices = np.asarray(indices, dtype=np.int64).reshape(-1)
+        sizes = offsets[indices + 1] - offsets[indices]
+        rows = np.repeat(np.arange(indices.size), sizes)
+        # position of every label of every asked window in ``values``, without a Python loop
+        within = np.arange(rows.size) - np.repeat(np.cumsum(sizes) - sizes, sizes)
+        out = np.zeros((indices.size, len(self.class_names)), dtype=np.float32)
+        out[rows, values[np.repeat(offsets[indices], sizes) + within]] = secondary_weight
+        out[np.arange(indices.size), self.labels[indices]] = 1.0
+        return out
 
     @property
     def delta_axes(self) -> tuple[int, ...]:
         """Axes of a (window, mel, frame) batch that ``read(..., residuals=True)`` leaves
         differenced, in the order they were differenced: (1, 2), (1,) or () for none."""
-        return self._shards.delta_axes if self._shards is not None else ()
+        return self._shards.delta_axes
 
-    def read(self, indices, *, residuals: bool = False) -> np.ndarray:
+    def read(self, indices, *, residuals: bool = False, out: np.ndarray | None = None) -> np.ndarray:
         """Windows at ``indices`` (in that order), stored dtype, (len, n_mels, frames).
 
         ``residuals=True`` skips undoing the stored differences (:attr:`delta_axes`):
         values come back as stored, wrapping uint8 differences, for a caller that undoes
-        them elsewhere (the loader, with cumulative sums on the GPU, saving the CPU about
-        0.1 ms per window). Without ``delta_axes`` it changes nothing.
+        them elsewhere (the loader, with cumulative sums on the GPU). ``out``: an array of
+        that shape and dtype to fill (e.g. in shared memory) instead of a new one.
 
         The indices are sorted, so every chunk touched is read and decompressed once
-        however the batch is ordered. Shard files in the default codecs are read directly
-        (``shards.py``: zarr's per-chunk overhead was 4 ms per window); others through
-        zarr, one slice per run of consecutive chunks (zarr's orthogonal indexing
-        decompressed a chunk once per selected window).
+        however the batch is ordered; shard files are read directly (``shards.py``).
+        A damaged or missing chunk raises CacheError naming the windows and the file.
         """
-        indices = np.asarray(indices, dtype=np.int64)
+        indices = np.asarray(indices, dtype=np.int64).reshape(-1)
         if indices.size and (indices.min() < 0 or indices.max() >= len(self)):
             raise IndexError(f"window index out of range for a cache of {len(self)} windows")
-        if self._shards is not None:  # straight into the output, in the order asked for
-            out = np.empty((indices.size, *self.config.shape), dtype=self.config.storage_dtype)
-            order = np.argsort(indices, kind="stable")
-            try:
-                self._shards.read_sorted(indices[order], out, order, keep_differences=residuals)
-            except CacheError as exc:
-                raise CacheError(f"{exc}; `chirpid-io verify {self.path}` lists every damaged chunk") from exc
-            return out
-        unique, inverse = np.unique(indices, return_inverse=True)
-        out = np.empty((unique.size, *self.config.shape), dtype=self.config.storage_dtype)
-        chunk_ids = unique // self.chunk_windows
-        runs = np.split(np.arange(unique.size), np.flatnonzero(np.diff(chunk_ids) > 1) + 1)
-        for run in runs:
-            if run.size:
-                low, high = int(unique[run[0]]), int(unique[run[-1]]) + 1
-                out[run] = self._slice(low, high)[unique[run] - low]
-        return out[inverse]
-
-    def _slice(self, low: int, high: int) -> np.ndarray:
+        shape = (indices.size, *self.config.shape)
+        if out is None:
+            out = np.empty(shape, dtype=self.config.storage_dtype)
+        elif out.shape != shape or out.dtype != np.dtype(self.config.storage_dtype):
+            raise ValueError(f"out must be {shape} {self.config.storage_dtype}, got {out.shape} {out.dtype}")
+        order = np.argsort(indices, kind="stable")
         try:
-            return self.specs[low:high]
-        except Exception as exc:  # a failed checksum or a truncated shard: name the place
-            raise CacheError(
-                f"{self.path}: windows {low}-{high - 1} could not be read "
-                f"({type(exc).__name__}: {exc}); `chirpid-io verify {self.path}` lists every "
-                "damaged chunk"
-            ) from exc
+            self._shards.read_sorted(indices[order], out, order, keep_differences=residuals)
+        except ChunkError as exc:
+            raise CacheError(f"{shown(self.path)}: {exc}; " + VERIFY_HINT.format(path=shown(self.path))) from None
+        return out
+
+    @cached_property
+    def specs(self):
+        """The ``specs`` array through zarr-python (for interoperability; ``read`` is faster
+        and refuses missing chunks where zarr returns zeros)."""
+        import zarr
+
+        from .codec import register
+
+        register()
+        return zarr.open_array(self.path / fmt.SPECS, mode="r")
 
 
 def open_cache(path, config: SpectrogramConfig | None = None) -> Cache:
-    """Open a finished cache; with ``config``, refuse one built with another config."""
+    """Open a cache's last finished state; with ``config``, refuse one built with another config."""
     return Cache(path, config)
+
+
+# --------------------------------------------------------------------------- checks
+
+
+def _open_attrs(store: LocalStore) -> dict:
+    root = store.root
+    if not root.exists():
+        raise CacheError(f"{shown(root)}: no such folder; build a cache with `chirpid-io build-cache SOURCE {shown(root)}`")
+    problem = store.check(fmt.GROUP_META)
+    if problem == "is missing":
+        raise CacheError(f"{shown(root)}: not a chirpid-io cache (no zarr.json); build one with "
+                         f"`chirpid-io build-cache SOURCE {shown(root)}`")
+    if problem is not None:
+        raise CacheError(f"{shown(root / fmt.GROUP_META)}: {problem}; " + VERIFY_HINT.format(path=shown(root)))
+    document = fmt.loads(store.read(fmt.GROUP_META, fmt.META_LIMIT), shown(root / fmt.GROUP_META))
+    attrs = document.get("attributes")
+    if document.get("node_type") != "group" or not isinstance(attrs, dict):
+        raise CacheError(f"{shown(root / fmt.GROUP_META)}: not the metadata of a chirpid-io cache (no group attributes)")
+    problems = fmt.attribute_problems(attrs)
+    if problems:
+        first = problems[0]
+        raise CacheError(f"{shown(root)}: {first}" + ("" if "Fix:" in first else "; " + VERIFY_HINT.format(path=shown(root))))
+    if "counts" not in attrs:
+        raise CacheError(f"{shown(root)}: the first build of this cache has not finished: {build_status(root)}. "
+                         "Run the same `chirpid-io build-cache` command again to complete it")
+    return attrs
+
+
+def specs_problem(store, config: SpectrogramConfig, storage: fmt.StorageOptions, n_windows: int) -> str | None:
+    """What is wrong with ``specs/zarr.json`` for this cache, or None."""
+    key = f"{fmt.SPECS}/zarr.json"
+    try:
+        meta = fmt.loads(store.read(key, fmt.META_LIMIT), key)
+    except CacheError as exc:
+        return str(exc)
+    expected = fmt.specs_metadata(0, config.shape, config.storage_dtype, storage)
+    shape = meta.get("shape")
+    if meta.get("data_type") != expected["data_type"]:
+        return (f"{key} says data_type {meta.get('data_type')!r}, the cache's config says "
+                f"{expected['data_type']!r}")
+    if not isinstance(shape, list) or len(shape) != 3 or shape[1:] != list(config.shape):
+        return f"{key} says shape {shape!r}, the config gives windows of {list(config.shape)}"
+    if not isinstance(shape[0], int) or shape[0] < n_windows:
+        return f"{key} holds {shape[0]!r} windows, the attributes count {n_windows}"
+    for field in ("chunk_grid", "codecs", "fill_value", "chunk_key_encoding"):
+        if meta.get(field) != expected[field]:
+            return f"{key}: its {field} is not what the cache's storage options say"
+    return None
+
+
+def missing_shards(store, codec: ShardCodec, n_windows: int) -> tuple[int, int | None]:
+    """(how many, the first) of the shard files ``n_windows`` need that are missing or not
+    regular files; one folder listing, so a count of 10**12 costs nothing."""
+    needed = codec.n_shards(n_windows)
+    names = (int(n) for n in store.listdir(f"{fmt.SPECS}/c") if n.isdigit())
+    present = {i for i in names if i < needed and store.check(codec.shard_key(i)) is None}
+    if len(present) == needed:
+        return 0, None
+    return needed - len(present), next(i for i in range(needed) if i not in present)
+
+
+def _damage_as_cache_error(function, *args):
+    try:
+        return function(*args)
+    except CacheFileError as exc:
+        raise CacheError(f"{exc}; " + VERIFY_HINT.format(path=shown(exc.root))) from None

@@ -4,49 +4,49 @@ Why: zarr-python spends about 1 ms of Python per inner chunk (asyncio tasks, buf
 objects, one thread hop per codec), more than decompressing a whole window costs. With one
 window per chunk, the layout that lets a random batch decode only the windows it asks for,
 that overhead made a random read of 42 windows slower than opening 42 PNG files. This
-module handles the one codec chain chirpid-io writes, following the Zarr v3 sharding
+module implements the codec chain chirpid-io writes, following the Zarr v3 sharding
 specification:
 
 - a shard file holds its inner chunks back to back, then the index: for each chunk in
   C order, (offset, nbytes) as little-endian uint64 ((2**64-1, 2**64-1) for a chunk never
-  written, which reads as the fill value 0), then the CRC32C of the index;
+  written), then the CRC32C of the index;
 - an inner chunk is [``chirpid.band_delta`` along mel bands, then along frames, each
   optional] -> bytes -> zstd -> CRC32C of the compressed bytes, appended little-endian.
 
-A cache with any other codecs (blosc, say) is read and written through zarr instead:
-``ShardCodec.for_array`` returns None for it. Tests check that zarr reads what this module
-writes and that this module reads what zarr writes.
+Tests check that zarr reads what this module writes and that it writes what zarr would.
+Unlike zarr, which reads a missing shard or chunk as the fill value, this module treats
+one inside the cache's length as damage: chirpid-io writes every window it counts, so a
+hole means a file was lost, and zeros would silently become training data.
 """
 
 from __future__ import annotations
 
-import os
 import threading
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 
 from ..errors import CacheError
-from .codec import NAME as BAND_DELTA, undo_delta
-from .format import DELTA_AXES
+from .codec import undo_delta
+from .format import SPECS, StorageOptions
 
 EMPTY = 2**64 - 1
 CRC_BYTES = 4
 
 
 class ChunkError(CacheError):
-    """One inner chunk failed its checksum or did not decompress."""
+    """Windows that could not be read: their chunk or shard file is damaged or missing."""
 
-    def __init__(self, path: Path, first: int, last: int, reason: str):
-        super().__init__(f"windows {first}-{last} could not be read: their chunk in {path} is damaged ({reason})")
+    def __init__(self, location: str, first: int, last: int, reason: str):
+        self.location, self.first, self.last, self.reason = location, first, last, reason
+        super().__init__(f"windows {first}-{last} could not be read: {location} {reason}")
 
 
 @dataclass(frozen=True)
 class ShardCodec:
-    """The codec chain of one sharded ``specs`` array, and its file layout."""
+    """The codec chain of a cache's ``specs`` array and its file layout in a store."""
 
-    root: Path  #: the array's folder (holding zarr.json)
+    store: object  #: a ``files.LocalStore`` (or an object store with the same methods)
     window_shape: tuple[int, int]
     dtype: np.dtype
     chunk_windows: int
@@ -55,42 +55,20 @@ class ShardCodec:
     level: int
 
     @classmethod
-    def for_array(cls, array) -> ShardCodec | None:
-        """The fast codec for a zarr ``specs`` array, or None when its codecs differ."""
-        meta = array.metadata
-        codecs = [c.to_dict() for c in meta.codecs]
-        if len(codecs) != 1 or codecs[0]["name"] != "sharding_indexed":
-            return None
-        sharding = codecs[0]["configuration"]
-        names = [c["name"] for c in sharding["codecs"]]
-        index_names = [c["name"] for c in sharding["index_codecs"]]
-        if sharding.get("index_location", "end") != "end" or index_names != ["bytes", "crc32c"]:
-            return None
-        n_delta = len(names) - 3
-        if n_delta < 0 or names[n_delta:] != ["bytes", "zstd", "crc32c"] or set(names[:n_delta]) - {BAND_DELTA}:
-            return None
-        delta_axes = tuple(c["configuration"]["axis"] for c in sharding["codecs"][:n_delta])
-        if delta_axes not in DELTA_AXES.values():
-            return None
-        zstd = sharding["codecs"][-2]["configuration"]
-        dtype = np.dtype(array.dtype)
-        byte_order = sharding["codecs"][n_delta].get("configuration", {}).get("endian", "little")
-        if zstd.get("checksum") or (dtype.itemsize > 1 and byte_order != "little"):
-            return None
-        if meta.chunk_key_encoding.to_dict() != {"name": "default", "configuration": {"separator": "/"}}:
-            return None
-        return cls(
-            root=Path(array.store.root) / array.path, window_shape=tuple(array.shape[1:]),
-            dtype=dtype.newbyteorder("<"), chunk_windows=int(sharding["chunk_shape"][0]),
-            shard_windows=int(array.shards[0]), delta_axes=delta_axes, level=int(zstd["level"]),
-        )
+    def create(cls, store, window_shape, dtype: str, storage: StorageOptions) -> "ShardCodec":
+        return cls(store=store, window_shape=tuple(window_shape), dtype=np.dtype(dtype).newbyteorder("<"),
+                   chunk_windows=storage.chunk_windows, shard_windows=storage.shard_windows,
+                   delta_axes=storage.delta_axes(dtype), level=storage.level)
 
     @property
     def chunks_per_shard(self) -> int:
         return self.shard_windows // self.chunk_windows
 
-    def shard_path(self, shard: int) -> Path:
-        return self.root / "c" / str(shard) / "0" / "0"
+    def shard_key(self, shard: int) -> str:
+        return f"{SPECS}/c/{shard}/0/0"
+
+    def n_shards(self, n_windows: int) -> int:
+        return -(-n_windows // self.shard_windows)
 
     # -- writing -----------------------------------------------------------------------
 
@@ -119,15 +97,8 @@ class ShardCodec:
         return b"".join(parts)
 
     def write_shard(self, shard: int, windows: np.ndarray) -> None:
-        """Write one shard file whole: through a temporary name, fsync and a rename."""
-        path = self.shard_path(shard)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-        with open(tmp, "wb") as f:
-            f.write(self.encode_shard(windows))
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
+        """Write one shard file whole (atomically, see ``files.LocalStore.write``)."""
+        self.store.write(self.shard_key(shard), self.encode_shard(windows))
 
     # -- reading -----------------------------------------------------------------------
 
@@ -136,8 +107,9 @@ class ShardCodec:
         """Fill ``out[rows[i]]`` with window ``windows[i]`` (``rows`` default: 0, 1, ...);
         with ``keep_differences=True``, with its differences as stored (see ``delta_axes``).
 
-        ``windows`` must be sorted. Each shard touched is opened once, and each chunk
-        touched is read and decompressed once (a window asked for twice, twice).
+        ``windows`` must be sorted and lie inside the cache. Each shard touched is opened
+        once, and each chunk touched is read and decompressed once (a window asked for
+        twice, twice). A missing shard file or chunk raises :class:`ChunkError`.
         """
         rows = np.arange(windows.size) if rows is None else rows
         shards = windows // self.shard_windows
@@ -147,54 +119,55 @@ class ShardCodec:
 
     def _read_from_shard(self, shard: int, windows: np.ndarray, out: np.ndarray, rows: np.ndarray,
                          keep_differences: bool) -> None:
-        path = self.shard_path(shard)
+        from .files import CacheFileError
+
+        key = self.shard_key(shard)
+        first = shard * self.shard_windows
         try:
-            fd = os.open(path, os.O_RDONLY)
-        except FileNotFoundError:
-            out[rows] = 0  # a shard never written holds the fill value, as in zarr
-            return
-        try:
-            index = self._read_index(fd, path)
-            first = shard * self.shard_windows
+            handle = self.store.open(key)
+        except CacheFileError as exc:
+            raise ChunkError(f"shard file {key}", int(windows[0]), int(windows[-1]), exc.reason) from None
+        with handle:
+            index = self._read_index(handle, key, first)
             local = windows - first
             chunk_of = local // self.chunk_windows
             if self.chunk_windows == 1:  # straight into the output
                 for row, c in zip(rows, chunk_of):
-                    self._read_chunk(fd, path, index, int(c), out[row], first, keep_differences)
+                    self._read_chunk(handle, key, index, int(c), out[row], first, keep_differences)
                 return
             bounds = np.flatnonzero(np.diff(chunk_of)) + 1
             buffer = np.empty((self.chunk_windows, *self.window_shape), self.dtype)
             for group in np.split(np.arange(rows.size), bounds):  # a chunk is decoded once
                 c = int(chunk_of[group[0]])
-                self._read_chunk(fd, path, index, c, buffer, first, keep_differences)
+                self._read_chunk(handle, key, index, c, buffer, first, keep_differences)
                 out[rows[group]] = buffer[local[group] - c * self.chunk_windows]
-        finally:
-            os.close(fd)
 
-    def _read_index(self, fd: int, path: Path) -> np.ndarray:
+    def _read_index(self, handle, key: str, first: int) -> np.ndarray:
         import google_crc32c
 
         size = self.chunks_per_shard * 16
-        file_size = os.fstat(fd).st_size
-        raw = os.pread(fd, size + CRC_BYTES, file_size - size - CRC_BYTES) if file_size >= size + CRC_BYTES else b""
+        raw = handle.pread(handle.size - size - CRC_BYTES, size + CRC_BYTES) if handle.size >= size + CRC_BYTES else b""
         if len(raw) != size + CRC_BYTES or google_crc32c.value(raw[:size]) != int.from_bytes(raw[size:], "little"):
-            raise CacheError(f"{path}: the shard index is damaged or the file is truncated")
+            raise ChunkError(f"shard file {key}", first, first + self.shard_windows - 1,
+                             "has a damaged index or is truncated")
         return np.frombuffer(raw, "<u8", self.chunks_per_shard * 2).reshape(-1, 2)
 
-    def _read_chunk(self, fd: int, path: Path, index: np.ndarray, chunk: int, dest: np.ndarray,
+    def _read_chunk(self, handle, key: str, index: np.ndarray, chunk: int, dest: np.ndarray,
                     shard_start: int, keep_differences: bool) -> None:
         """Decompress one chunk into ``dest``, undoing its deltas on the way, while the chunk
         is in cache (one undo over a whole batch afterwards was 3x slower per window)."""
         import google_crc32c
 
         offset, nbytes = (int(v) for v in index[chunk])
+        where = f"chunk {chunk} of shard file {key}"
         if offset == EMPTY:
-            dest[...] = 0
-            return
-        raw = os.pread(fd, nbytes, offset)
+            raise ChunkError(where, *self._window_range(shard_start, chunk), "was never written (the shard is incomplete)")
+        if offset + nbytes > handle.size or nbytes < CRC_BYTES:
+            raise ChunkError(where, *self._window_range(shard_start, chunk), "lies outside its file (truncated)")
+        raw = handle.pread(offset, nbytes)
         data = raw[:-CRC_BYTES]
         if len(raw) != nbytes or google_crc32c.value(data) != int.from_bytes(raw[-CRC_BYTES:], "little"):
-            raise ChunkError(path, *self._window_range(shard_start, chunk), "CRC32C mismatch")
+            raise ChunkError(where, *self._window_range(shard_start, chunk), "is damaged (CRC32C mismatch)")
         undo = () if keep_differences else self.delta_axes
         plain = np.empty_like(dest) if undo else dest
         decompressor = _decompressor()  # outside the try: a missing module is no damage
@@ -202,7 +175,7 @@ class ShardCodec:
             plain.reshape(-1).view(np.uint8)[:] = np.frombuffer(
                 decompressor.decompress(data, max_output_size=plain.nbytes), np.uint8)
         except Exception as exc:  # noqa: BLE001 - a bad frame, whatever zstd raises for it
-            raise ChunkError(path, *self._window_range(shard_start, chunk), f"zstd: {exc}") from exc
+            raise ChunkError(where, *self._window_range(shard_start, chunk), f"is damaged (zstd: {exc})") from exc
         for k, axis in enumerate(reversed(undo)):  # chunk axes counted from the end: dest may be 2-d
             plain = undo_delta(plain, axis - 3, out=dest if k == len(undo) - 1 else None)
 

@@ -1,138 +1,203 @@
 """CacheWriter: appends spectrogram windows to a cache, shard by shard, crash-safely.
 
 Why it never loses data:
-- ``specs`` is written one whole shard file at a time, through a temporary name, fsync
-  and a rename (``shards.py``, or zarr's local store for other codecs), so a file is
-  either old or new, never torn.
-- After each shard, one JSON line is appended (and fsync'd) to the build journal naming
-  the recordings whose windows are now all on disk. The journal, not the arrays, says
-  what is done: a shard written but not journaled is simply written again, identically.
-- On restart the writer reloads the journal (ignoring a torn last line), reads back the
-  committed windows of the partly filled shard, and continues from the first
-  recording not committed. Appending to a finished cache is the same operation.
-- An exclusive ``flock`` on ``build.lock`` refuses a second writer; the kernel drops it
-  when the process dies, however it dies.
+- ``specs`` is written one whole shard file at a time, through a temporary name, fsync and
+  a rename (``files.LocalStore.write``), so a file is either old or new, never torn; a
+  partly filled last shard is rewritten with its old windows unchanged.
+- After each shard, one line is appended (and fsync'd) to the build journal naming the
+  recordings whose windows are now all on disk (``journal.py``). A shard written but not
+  journaled is simply written again, identically.
+- A cache that finished once has its truth in its attributes and tables; the writer starts
+  from that state and adds the journal's later lines on top. A journal that is missing,
+  damaged or disagrees is rebuilt from the finished state (and said so in ``notes``); damage
+  in lines after it stops the build with the line number. Nothing a writer does can leave
+  a cache with fewer windows than it had, except ``build-cache --overwrite``.
+- ``labels``, the label sets, the tables and finally the attributes are rewritten whole,
+  in that order, when the build finishes. Until the attributes say otherwise, readers see
+  the last finished state (``reader.py``), even while an append runs.
+- One writer at a time (``lock.py``).
 """
 
 from __future__ import annotations
 
-import fcntl
-import json
-import os
 import time
+import uuid
 from pathlib import Path
 
 import numpy as np
 
 from .. import __version__
 from ..config import SpectrogramConfig
-from ..errors import CacheError, FingerprintMismatchError
+from ..errors import CacheError, ConfigError, FingerprintMismatchError
+from ..text import shown
 from . import format as fmt
+from .files import LocalStore
+from .journal import Entry, base_entry, read_journal
+from .lock import BuildLock
 from .shards import ShardCodec
-from .stats import band_moments, merge
+from .stats import BandSums, band_sums
+from .vectors import read_table, read_vector, write_table, write_vector
+
+#: Columns the writer fills in itself; a source column of the same name keeps its value
+#: under ``source_<name>``.
+OWN_COLUMNS = ("recording_id", "label", "first_window", "n_windows", "labels")
+
 
 class CacheWriter:
-    """Open (or create) the cache at ``path`` for writing; use as a context manager."""
+    """Open (or create) the cache at ``path`` for writing; use as a context manager.
+
+    ``storage`` applies to a new cache; for an existing one it must equal the stored
+    options (or be None). ``notes`` collects what the writer repaired on the way in.
+    """
 
     def __init__(self, path, config: SpectrogramConfig, storage: fmt.StorageOptions | None = None):
-        import zarr
-
         self.path = Path(path)
         self.config = config
+        self.notes: list[str] = []
+        _refuse_foreign_folder(self.path)
         self.path.mkdir(parents=True, exist_ok=True)
-        self._lock_file = _acquire_lock(self.path / fmt.LOCK)
-        self.group = zarr.open_group(self.path, mode="a", zarr_format=3)
-        if fmt.SPECS in self.group:
-            self._check_compatible()
-            self.storage = fmt.StorageOptions(**self.group.attrs["storage"])
+        self.store = LocalStore(self.path)
+        self._lock = BuildLock(self.path)
+        try:
+            self._open(storage)
+        except BaseException:
+            self._lock.close()
+            raise
+
+    # -- opening ------------------------------------------------------------------------
+    def _open(self, storage) -> None:
+        if self.store.exists(fmt.GROUP_META):
+            self.attrs = _read_attrs(self.store)
+            self._check_compatible(storage)
+            self.storage = fmt.StorageOptions.from_dict(self.attrs["storage"])
         else:
             self.storage = storage or fmt.StorageOptions()
-            self._create_arrays()
-        self.specs = fmt.open_specs(self.path, mode="r+")
-        self._shards = ShardCodec.for_array(self.specs)  # None: write through zarr
-        for stale in self.path.glob(f"{fmt.SPECS}/c/*/0/.0.tmp-*"):  # from a killed build;
-            stale.unlink()  # we hold the lock, so no other writer owns it
-        self.labels = self.group[fmt.LABELS]
-        self._journal_path = self.path / fmt.JOURNAL
-        self._load_journal()
+            self.attrs = {
+                "format_version": fmt.FORMAT_VERSION, "cache_id": uuid.uuid4().hex, "store": "spectrogram",
+                "state": "building", "config": self.config.to_dict(), "fingerprint": self.config.fingerprint(),
+                "storage": self.storage.to_dict(), "class_names": [],
+            }
+            self._write_specs_metadata(0)
+            self._write_attrs()
+        self.codec = ShardCodec.create(self.store, self.config.shape, self.config.storage_dtype, self.storage)
+        self._remove_stale_temporaries()
+        self._load_state()
+        shard = self.storage.shard_windows
         # windows [buffer_start, n_committed) are on disk and are read back so the next
         # write of their shard rewrites it whole
-        shard = self.storage.shard_windows
         self._buffer_start = (self.n_committed // shard) * shard
-        self._images = [self.specs[self._buffer_start : self.n_committed]]
-        self._labels = [self.labels[self._buffer_start : self.n_committed]]
+        kept = np.empty((self.n_committed - self._buffer_start, *self.config.shape), self.config.storage_dtype)
+        if len(kept):
+            self.codec.read_sorted(np.arange(self._buffer_start, self.n_committed), kept)
+        self._images = [kept]
         self._n_added = self.n_committed
         self._written_end = self.n_committed
-        self._pending_recordings: list[dict] = []
-        self._pending_windows: list[list] = []
+        self._specs_length = max(self.n_committed, 0)
+        self._pending: list[tuple[dict, list, BandSums]] = []  # (recording row, window rows, sums)
         self.changed = False  # set by the first add_recording
 
-    # -- state ------------------------------------------------------------------------
-    def _create_arrays(self) -> None:
-        import zarr
-
-        c, s = self.config, self.storage
-        dtype = c.storage_dtype
-        zarr.create_array(
-            self.group.store, name=fmt.SPECS, shape=(0, c.n_mels, c.frames), dtype=dtype,
-            chunks=(s.chunk_windows, c.n_mels, c.frames), shards=(s.shard_windows, c.n_mels, c.frames),
-            dimension_names=("window", "mel", "frame"), fill_value=0, **s.codecs(dtype),
-        )
-        zarr.create_array(
-            self.group.store, name=fmt.LABELS, shape=(0,), dtype="int32",
-            chunks=(s.shard_windows,), dimension_names=("window",), fill_value=-1,
-        )
-        self.group.attrs.update({
-            "format_version": fmt.FORMAT_VERSION,
-            "state": "building",
-            "config": c.to_dict(),
-            "fingerprint": c.fingerprint(),
-            "storage": s.__dict__,
-            "class_names": [],
-        })
-
-    def _check_compatible(self) -> None:
-        attrs = self.group.attrs
-        if attrs.get("format_version") != fmt.FORMAT_VERSION:
-            raise CacheError(
-                f"{self.path}: cache format {attrs.get('format_version')} cannot be extended by "
-                f"this chirpid-io (format {fmt.FORMAT_VERSION}); build a new cache"
-            )
-        built_with = SpectrogramConfig.from_dict(attrs["config"])
+    def _check_compatible(self, storage) -> None:
+        built_with = SpectrogramConfig.from_dict(self.attrs["config"])
         if built_with.fingerprint() != self.config.fingerprint():
-            raise FingerprintMismatchError(f"cache {self.path}", built_with.diff(self.config))
+            raise FingerprintMismatchError(
+                f"cache {shown(self.path)}", built_with.diff(self.config),
+                fix="Run with the config it was built with, start over in place with --overwrite (the old "
+                    "cache is removed only once the new one is complete), or choose a new folder.")
+        if storage is not None and storage.to_dict() != self.attrs["storage"]:
+            stored = fmt.StorageOptions.from_dict(self.attrs["storage"])
+            differ = ", ".join(f"{k}: {getattr(stored, k)!r} there, {getattr(storage, k)!r} asked"
+                               for k in stored.to_dict() if getattr(stored, k) != getattr(storage, k))
+            raise ConfigError(f"cache {shown(self.path)} is stored with other StorageOptions ({differ}); an append "
+                              "keeps the cache's own. Fix: leave the storage options out, or rebuild with --overwrite")
 
-    def _load_journal(self) -> None:
-        self.recordings: list[dict] = []
-        self.window_rows: list[list] = []  # [recording_id, label, start_seconds, rms] each
-        self.shard_moments: dict[str, dict] = {}
-        self.class_names: list[str] = list(self.group.attrs.get("class_names", []))
-        if not self._journal_path.exists():
-            self.n_committed = 0
-            return
-        raw = self._journal_path.read_bytes()
-        good_end = 0
-        for line in raw.splitlines(keepends=True):
-            try:
-                entry = json.loads(line)
-            except ValueError:
-                break  # a torn last line from a crash: everything after it is not committed
-            if not line.endswith(b"\n"):
-                break
-            self.recordings.extend(entry["recordings"])
-            self.window_rows.extend(entry["windows"])
-            self.shard_moments.update(entry["moments"])
-            self.class_names = entry["class_names"]
-            good_end += len(line)
-        if good_end < len(raw):
-            with open(self._journal_path, "r+b") as f:
-                f.truncate(good_end)
+    def _load_state(self) -> None:
+        """Committed recordings, window rows, sums and class names: the finished state
+        (when there is one) plus the journal's later lines."""
+        n_mels = self.config.n_mels
+        raw = self.store.read(fmt.JOURNAL) if self.store.exists(fmt.JOURNAL) else b""
+        reading = read_journal(raw, n_mels)
+        journal = f"{shown(self.path / fmt.JOURNAL)}"
+        counts = self.attrs.get("counts")
+        entries = reading.entries
+        if counts is None:  # never finished: the journal is all there is
+            if reading.damaged:
+                line, problem = reading.damaged
+                raise CacheError(
+                    f"{journal}: line {line} is damaged ({problem}). It and the {reading.lines_after_damage} line(s) "
+                    "after it are the only record of windows already on disk, and this cache never finished, so "
+                    f"there is nothing to rebuild them from. Fix: delete line {line} and every later line (their "
+                    "recordings are built again), or start over with --overwrite")
+        else:
+            n_snap, r_snap = counts["windows"], counts["recordings"]
+            pre = [e for e in entries if e.end <= n_snap and e.recordings[-1]["recording_id"] < r_snap]
+            agrees = (bool(pre) and pre[-1].end == n_snap and pre[-1].recordings[-1]["recording_id"] == r_snap - 1
+                      and sum((e.sums for e in pre), BandSums.zero(n_mels)).to_dict() == self.attrs["band_sums"]
+                      and all(e.first_window == (pre[i - 1].end if i else 0) for i, e in enumerate(pre)))
+            post = entries[len(pre):] if agrees else []
+            if reading.damaged and agrees and reading.damaged[0] > (pre[-1].line if pre else 0):
+                line, problem = reading.damaged
+                raise CacheError(
+                    f"{journal}: line {line} is damaged ({problem}). The finished cache ({n_snap} windows) is "
+                    f"intact, but this line and the {reading.lines_after_damage} after it record an unfinished "
+                    "append whose windows are on disk and cannot be matched to their recordings. Fix: delete "
+                    f"line {line} and every later line (those recordings are built again), or rebuild with --overwrite")
+            if not agrees:
+                why = ("is missing" if not raw else f"line {reading.damaged[0]} is damaged ({reading.damaged[1]})"
+                       if reading.damaged else "disagrees with the finished cache")
+                self.notes.append(f"{journal} {why}: rebuilt it from the finished cache's attributes and tables "
+                                  f"({n_snap} windows); an unfinished append, if any, is built again")
+                entries = [self._entry_from_tables(n_snap, r_snap)]
+                reading.torn = False
+                self.store.write(fmt.JOURNAL, entries[0].to_line())
+            else:
+                entries = pre + post
+        if reading.torn:  # a line cut short by a crash committed nothing
+            self.store.truncate(fmt.JOURNAL, reading.good_bytes)
+        self.recordings = [r for e in entries for r in e.recordings]
+        self.window_rows = [w for e in entries for w in e.windows]
+        self.sums = sum((e.sums for e in entries), BandSums.zero(n_mels))
+        self.class_names = list(self.attrs.get("class_names", []))
+        if entries and len(entries[-1].class_names) > len(self.class_names):
+            self.class_names = list(entries[-1].class_names)
         self.n_committed = len(self.window_rows)
+        self._floor = counts["windows"] if counts else 0  # never finish with fewer
 
+    def _entry_from_tables(self, n_windows: int, n_recordings: int) -> Entry:
+        """The finished state as one journal entry, from the attributes and the tables."""
+        try:
+            windows = read_table(self.store, fmt.WINDOWS_TABLE, n_windows).slice(0, n_windows)
+            recordings = read_table(self.store, fmt.RECORDINGS_TABLE, n_recordings).slice(0, n_recordings)
+            offsets = read_vector(self.store, fmt.LABEL_OFFSETS, "int64", n_windows + 1)[: n_windows + 1]
+            values = read_vector(self.store, fmt.LABEL_VALUES, "int32", int(offsets[-1]))
+        except CacheError as exc:
+            raise CacheError(f"{exc}. The journal is unusable too, so the cache cannot be repaired; rebuild it "
+                             "with --overwrite") from None
+        rows = []
+        columns = [windows.column(c).to_pylist() for c in ("recording_id", "label", "start_seconds", "rms")]
+        for i, (rec, label, start, rms) in enumerate(zip(*columns)):
+            rows.append([rec, label, start, rms, values[offsets[i] + 1 : offsets[i + 1]].tolist()])
+        return base_entry(recordings.to_pylist(), rows, BandSums.from_dict(self.attrs["band_sums"]),
+                          self.attrs["class_names"])
+
+    def _remove_stale_temporaries(self) -> None:
+        # we hold the lock, so no other writer owns them: they are from a killed build
+        for folder in ("", "specs", "labels", fmt.LABEL_OFFSETS, fmt.LABEL_VALUES):
+            for key in self.store.stale_temporaries(folder):
+                self.store.remove(key)
+        for shard in self.store.listdir("specs/c"):
+            for key in self.store.stale_temporaries(f"specs/c/{shard}/0"):
+                self.store.remove(key)
+
+    # -- state --------------------------------------------------------------------------
     @property
     def complete(self) -> bool:
         """True when the last build finished and nothing was added since."""
-        return self.group.attrs.get("state") == "complete"
+        return self.attrs.get("state") == "complete"
+
+    @property
+    def n_windows(self) -> int:
+        """Windows in the cache once it finishes: committed plus queued."""
+        return self._n_added
 
     def committed_paths(self) -> set[str]:
         return {r["path"] for r in self.recordings}
@@ -141,36 +206,51 @@ class CacheWriter:
         counts = dict.fromkeys(self.class_names, 0)
         for row in self.window_rows:
             counts[self.class_names[row[1]]] += 1
-        for rec in self._pending_recordings:
+        for rec, _, _ in self._pending:
             counts[rec["class_name"]] += rec["n_windows"]
         return counts
 
-    # -- writing ----------------------------------------------------------------------
-    def add_recording(self, row: dict, images=None, start_seconds=(), rms=()) -> None:
+    # -- writing ------------------------------------------------------------------------
+    def add_recording(self, row: dict, images=None, start_seconds=(), rms=(), secondary=()) -> None:
         """Queue one recording's row and its windows (stored dtype), in build order.
 
         ``row`` needs ``path``, ``class_name`` and whatever else describes the recording
-        (status, reason, duration...); ids, labels and window positions are filled here.
+        (status, reason, duration, source columns...); ids, labels and window positions
+        are filled in here. ``secondary``: the recording's other class names (each window's
+        label set is the primary class, then these).
         """
         self.changed = True
-        if self.group.attrs.get("state") != "building":
-            self.group.attrs["state"] = "building"  # readers refuse the cache until finish()
+        if self.attrs.get("state") != "building":
+            self.attrs["state"] = "building"  # new readers see the last finished state until finish()
+            self._write_attrs()
         label = self._label_of(row["class_name"])
+        extra = []
+        for name in secondary:
+            index = self._label_of(name)
+            if index != label and index not in extra:
+                extra.append(index)
         n = 0 if images is None else len(images)
-        row = {**row, "recording_id": len(self.recordings) + len(self._pending_recordings),
-               "label": label, "first_window": self._n_added, "n_windows": n}
-        self._pending_recordings.append(row)
+        recording_id = len(self.recordings) + len(self._pending)
+        row = {**{(f"source_{k}" if k in OWN_COLUMNS else k): v for k, v in row.items()},
+               "recording_id": recording_id, "label": label, "first_window": self._n_added, "n_windows": n,
+               "labels": [self.class_names[i] for i in (label, *extra)]}
+        windows = []
+        sums = BandSums.zero(self.config.n_mels)
         if n:
-            self._images.append(np.asarray(images, dtype=self.config.storage_dtype))
-            self._labels.append(np.full(n, label, dtype=np.int32))
-            self._pending_windows.extend(
-                [row["recording_id"], label, float(s), float(e)] for s, e in zip(start_seconds, rms)
-            )
+            images = np.asarray(images, dtype=self.config.storage_dtype)
+            if images.shape[1:] != self.config.shape:
+                raise ValueError(f"images of shape {images.shape[1:]} for a cache of {self.config.shape}")
+            self._images.append(images)
+            windows = [[recording_id, label, float(s), float(e), list(extra)] for s, e in zip(start_seconds, rms)]
+            if len(windows) != n:
+                raise ValueError(f"{n} images but {len(windows)} start times / RMS values")
+            sums = band_sums(images)
             self._n_added += n
+        self._pending.append((row, windows, sums))
         shard = self.storage.shard_windows
         while self._n_added - self._buffer_start >= shard:
             self._flush(self._buffer_start + shard)
-        self._commit({}, self._written_end)  # commits rows whose windows are all on disk
+        self._commit(self._written_end)  # commits rows whose windows are all on disk
 
     def register_classes(self, names) -> None:
         """Give ``names`` label indices now (in order), so labels do not depend on which
@@ -184,115 +264,115 @@ class CacheWriter:
         return self.class_names.index(class_name)
 
     def _flush(self, end: int) -> None:
-        """Write windows [buffer_start, end) as one shard region and commit what it completes."""
-        images = np.concatenate(self._images)
-        labels = np.concatenate(self._labels)
+        """Write windows [buffer_start, end) as one shard and commit what that completes."""
+        images = np.concatenate(self._images) if len(self._images) > 1 else self._images[0]
         count = end - self._buffer_start
-        self._grow(end)
-        if self._shards is not None:
-            self._shards.write_shard(self._buffer_start // self.storage.shard_windows, images[:count])
-        else:
-            self.specs[self._buffer_start : end] = images[:count]
-        self.labels[self._buffer_start : end] = labels[:count]
-        scale = 1 / 255 if self.config.storage_dtype == "uint8" else 1.0
-        shard_index = self._buffer_start // self.storage.shard_windows
-        moments = {str(shard_index): band_moments(images[:count], scale)}
-        self._images, self._labels = [images[count:]], [labels[count:]]
+        if end > self._specs_length:
+            self._write_specs_metadata(end)
+        self.codec.write_shard(self._buffer_start // self.storage.shard_windows, images[:count])
+        self._images = [images[count:]]
         self._buffer_start = end if count == self.storage.shard_windows else self._buffer_start
         self._written_end = end
-        self._commit(moments, end)
+        self._commit(end)
 
-    def _grow(self, n: int) -> None:
-        # each array on its own: a crash may have come between the two resizes
-        for array in (self.specs, self.labels):
-            if array.shape[0] < n:
-                array.resize((n, *array.shape[1:]))
-
-    def _resize(self, n: int) -> None:
-        for array in (self.specs, self.labels):
-            if array.shape[0] != n:
-                array.resize((n, *array.shape[1:]))
-
-    def _commit(self, moments: dict, written_end: int) -> None:
-        done = []
-        while self._pending_recordings:
-            rec = self._pending_recordings[0]
+    def _commit(self, written_end: int) -> None:
+        done = 0
+        while done < len(self._pending):
+            rec = self._pending[done][0]
             if rec["first_window"] + rec["n_windows"] > written_end:
                 break
-            done.append(self._pending_recordings.pop(0))
-        new_end = done[-1]["first_window"] + done[-1]["n_windows"] if done else self.n_committed
-        new_windows = self._pending_windows[: new_end - self.n_committed]
-        if not done and not moments:
+            done += 1
+        if not done:
             return
-        entry = {"recordings": done, "windows": new_windows, "moments": moments,
-                 "class_names": self.class_names, "time": time.time()}
-        with open(self._journal_path, "ab") as f:
-            f.write(json.dumps(entry, separators=(",", ":")).encode() + b"\n")
-            f.flush()
-            os.fsync(f.fileno())
-        del self._pending_windows[: len(new_windows)]
-        self.recordings.extend(done)
-        self.window_rows.extend(new_windows)
-        self.shard_moments.update(moments)
-        self.n_committed = new_end
+        batch, self._pending = self._pending[:done], self._pending[done:]
+        entry = Entry(self.n_committed, [r for r, _, _ in batch], [w for _, ws, _ in batch for w in ws],
+                      sum((s for _, _, s in batch), BandSums.zero(self.config.n_mels)), list(self.class_names))
+        self.store.append(fmt.JOURNAL, entry.to_line())
+        self.recordings.extend(entry.recordings)
+        self.window_rows.extend(entry.windows)
+        self.sums = self.sums + entry.sums
+        self.n_committed = entry.end
 
     def finish(self, provenance: dict | None = None) -> None:
-        """Write the last partial shard, the tables and the attributes; mark complete."""
-        if self._n_added > self._buffer_start:
-            self._resize(self._n_added)
+        """Write the last partial shard, the arrays, the tables and the attributes; mark complete."""
+        if self._n_added > self._buffer_start and self._written_end < self._n_added:
             self._flush(self._n_added)
-        else:
-            self._commit({}, self._written_end)
-        if self._pending_recordings:
-            raise CacheError(f"{self.path}: internal error, recordings left uncommitted")
-        self._resize(self.n_committed)
-        self._write_tables()
-        n_shards = -(-self.n_committed // self.storage.shard_windows)
-        stats = merge([self.shard_moments[str(i)] for i in range(n_shards)], self.config.n_mels)
-        ok = [r for r in self.recordings if r["n_windows"] > 0]
-        self.group.attrs.update({
+        self._commit(self._written_end)
+        if self._pending:
+            raise CacheError(f"{shown(self.path)}: internal error, recordings left uncommitted")
+        n = self.n_committed
+        if n == 0:
+            raise CacheError(f"{shown(self.path)}: no window to store; nothing was finished")
+        if n < self._floor:
+            raise CacheError(f"{shown(self.path)}: internal error, the cache would shrink from {self._floor} to {n} "
+                             "windows; nothing was changed")
+        n_shards = self.codec.n_shards(n)
+        for name in self.store.listdir("specs/c"):  # left by an earlier, longer, killed build
+            if name.isdigit() and int(name) >= n_shards:
+                self.store.remove(self.codec.shard_key(int(name)))
+        labels = np.fromiter((w[1] for w in self.window_rows), np.int32, n)
+        lengths = np.fromiter((1 + len(w[4]) for w in self.window_rows), np.int64, n)
+        offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
+        values = np.fromiter((v for w in self.window_rows for v in (w[1], *w[4])), np.int32, int(offsets[-1]))
+        write_vector(self.store, fmt.LABELS, labels, -1, "window")
+        write_vector(self.store, fmt.LABEL_OFFSETS, offsets, 0, "window_edge")
+        write_vector(self.store, fmt.LABEL_VALUES, values, -1, "label")
+        self._write_tables(labels, offsets, values)
+        self._write_specs_metadata(n)
+        any_label = np.bincount(values, minlength=len(self.class_names))
+        self.attrs.update({
             "state": "complete",
-            "class_names": self.class_names,
-            "stats": stats,
+            "class_names": list(self.class_names),
+            "stats": self.sums.stats(self.config.storage_dtype),
+            "band_sums": self.sums.to_dict(),
             "counts": {
-                "windows": self.n_committed,
+                "windows": n,
                 "recordings": len(self.recordings),
-                "recordings_with_windows": len(ok),
+                "recordings_with_windows": sum(r["n_windows"] > 0 for r in self.recordings),
                 "skipped_recordings": sum(r["status"] != "ok" for r in self.recordings),
-                "per_class": self.class_counts(),
+                "per_class": {name: int(c) for name, c in zip(self.class_names,
+                                                              np.bincount(labels, minlength=len(self.class_names)))},
+                "per_class_any": {name: int(c) for name, c in zip(self.class_names, any_label)},
             },
             "provenance": {"tool": "chirpid-io", "version": __version__,
                            "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"), **(provenance or {})},
         })
+        self._write_attrs()
 
-    def _write_tables(self) -> None:
+    def _write_tables(self, labels, offsets, values) -> None:
         import pyarrow as pa
-        import pyarrow.parquet as pq
 
-        recs = self.recordings
-        by_id = {r["recording_id"]: r for r in recs}
-        columns = list(zip(*self.window_rows)) if self.window_rows else [[], [], [], []]
-        rec_ids = np.asarray(columns[0], dtype=np.int64)
+        n = self.n_committed
+        by_id = {r["recording_id"]: r for r in self.recordings}
+        rec_ids = np.fromiter((w[0] for w in self.window_rows), np.int64, n)
+        names = np.asarray(self.class_names, dtype=object)
+        label_sets = pa.ListArray.from_arrays(pa.array(offsets.astype(np.int32)),
+                                              pa.array(names[values].tolist() if n else [], pa.string()))
         windows = pa.table({
-            "window_id": pa.array(np.arange(len(rec_ids), dtype=np.int64)),
+            "window_id": pa.array(np.arange(n, dtype=np.int64)),
             "recording_id": pa.array(rec_ids),
             "path": pa.array([by_id[i]["path"] for i in rec_ids], pa.string()),
-            "label": pa.array(np.asarray(columns[1], dtype=np.int32)),
-            "class_name": pa.array([self.class_names[l] for l in columns[1]], pa.string()),
-            "group": pa.array([by_id[i].get("group", "") for i in rec_ids], pa.string()),
-            "start_seconds": pa.array(np.asarray(columns[2], dtype=np.float64)),
-            "rms": pa.array(np.asarray(columns[3], dtype=np.float32)),
+            "label": pa.array(labels),
+            "class_name": pa.array(names[labels].tolist() if n else [], pa.string()),
+            "labels": label_sets,
+            "group": pa.array([by_id[i].get("group") or "" for i in rec_ids], pa.string()),
+            "start_seconds": pa.array(np.fromiter((w[2] for w in self.window_rows), np.float64, n)),
+            "rms": pa.array(np.fromiter((w[3] for w in self.window_rows), np.float32, n)),
         })
-        recordings = pa.Table.from_pylist(recs)
-        for table, name in ((windows, fmt.WINDOWS_TABLE), (recordings, fmt.RECORDINGS_TABLE)):
-            tmp = self.path / f".{name}.tmp"
-            pq.write_table(table, tmp)
-            os.replace(tmp, self.path / name)
+        write_table(self.store, fmt.WINDOWS_TABLE, windows)
+        write_table(self.store, fmt.RECORDINGS_TABLE, pa.Table.from_pylist(self.recordings))
+
+    def _write_specs_metadata(self, n: int) -> None:
+        meta = fmt.specs_metadata(n, self.config.shape, self.config.storage_dtype,
+                                  getattr(self, "storage", None) or fmt.StorageOptions())
+        self.store.write(f"{fmt.SPECS}/zarr.json", fmt.dumps(meta))
+        self._specs_length = n
+
+    def _write_attrs(self) -> None:
+        self.store.write(fmt.GROUP_META, fmt.dumps(fmt.group_metadata(self.attrs)))
 
     def close(self) -> None:
-        if self._lock_file is not None:
-            self._lock_file.close()
-            self._lock_file = None
+        self._lock.close()
 
     def __enter__(self):
         return self
@@ -301,20 +381,32 @@ class CacheWriter:
         self.close()
 
 
-def _acquire_lock(path: Path):
-    handle = open(path, "a+")
-    try:
-        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        handle.seek(0)
-        owner = handle.read().strip() or "another process"
-        handle.close()
-        raise CacheError(
-            f"{path.parent}: another build ({owner}) is writing this cache; wait for it to "
-            "finish or stop it, then run the command again"
-        ) from None
-    handle.seek(0)
-    handle.truncate()
-    handle.write(f"pid {os.getpid()}")
-    handle.flush()
-    return handle
+def _read_attrs(store: LocalStore) -> dict:
+    document = fmt.loads(store.read(fmt.GROUP_META, fmt.META_LIMIT), shown(store.root / fmt.GROUP_META))
+    attrs = document.get("attributes")
+    if not isinstance(attrs, dict):
+        raise CacheError(f"{shown(store.root / fmt.GROUP_META)}: has no attributes object; the file is damaged. "
+                         "Fix: rebuild with --overwrite")
+    problems = fmt.attribute_problems(attrs)
+    if problems:
+        raise CacheError(f"{shown(store.root)}: {problems[0]}" + ("" if "Fix:" in problems[0] else
+                         "; `chirpid-io verify` lists every finding. Fix: rebuild with --overwrite"))
+    return attrs
+
+
+def _refuse_foreign_folder(path: Path) -> None:
+    """A build never writes into a folder that holds something other than a cache."""
+    if path.is_symlink() and not path.exists():
+        raise CacheError(f"{shown(path)}: is a dangling symbolic link; remove it or choose another folder")
+    if path.exists() and not path.is_dir():
+        raise CacheError(f"{shown(path)}: is a file, not a folder; choose a folder for the cache")
+    if path.is_dir() and not (path / fmt.GROUP_META).exists() and any(
+            not name.startswith(".") and name != fmt.LOCK for name in _names(path)):
+        raise CacheError(f"{shown(path)}: is a folder that holds other files and is not a chirpid-io cache; "
+                         "a build writes only into a new or empty folder (or an existing cache). Fix: choose a new folder")
+
+
+def _names(path: Path) -> list[str]:
+    import os
+
+    return os.listdir(path)

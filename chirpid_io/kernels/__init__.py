@@ -12,6 +12,7 @@ batch (numpy or torch) and returns (B, n_mels, frames) float32 with the recipe's
 from __future__ import annotations
 
 import functools
+from dataclasses import dataclass
 from functools import lru_cache
 
 import numpy as np
@@ -19,7 +20,45 @@ import numpy as np
 from ..config import SpectrogramConfig
 from ..errors import BackendUnavailableError, ConfigError
 
-BACKENDS = ("torch", "torchaudio", "dali", "reference")
+
+
+@dataclass(frozen=True)
+class Backend:
+    """A mel backend: ``gpu_checked`` is True only when a recorded run on a GPU checked its
+    CUDA path (parity with the float64 reference and batch invariance, README "On a GPU");
+    ``build-cache --backend auto`` picks only such backends on a GPU."""
+
+    name: str
+    description: str
+    gpu_checked: bool = False
+
+
+#: Every backend by name; the CLI's choices come from here.
+BACKENDS: dict[str, Backend] = {
+    "torch": Backend("torch", "torch.stft + a mel matmul, CPU or CUDA (checked on an H200: parity "
+                     "within 2.5e-3 dB, bit-identical across batchings)", gpu_checked=True),
+    "torchaudio": Backend("torchaudio", "torchaudio's MelSpectrogram set to the recipe"),
+    "dali": Backend("dali", "an NVIDIA DALI pipeline (CPU operators here; its GPU pipeline has not "
+                    "been checked by a recorded GPU run)"),
+    "reference": Backend("reference", "float64 numpy, the definition of correct (slow)"),
+}
+
+
+def resolve_backend(backend: str, device) -> str:
+    """The backend ``backend`` means on ``device``: "auto" is torch (the only one whose GPU
+    path a recorded GPU run checked); a named one is returned as it is, with a warning when
+    its GPU path is unchecked and ``device`` is CUDA."""
+    import warnings
+
+    if backend == "auto":
+        return "torch"
+    if backend not in BACKENDS:
+        raise BackendUnavailableError(f"unknown backend {backend!r}; choose one of auto, {', '.join(BACKENDS)}")
+    if str(device).startswith("cuda") and not BACKENDS[backend].gpu_checked:
+        warnings.warn(f"the {backend} backend's GPU path has not been checked by a recorded GPU run (parity with "
+                      "the reference, batch invariance); a resumed build may not equal a clean one. Use "
+                      "--backend torch for checked results", stacklevel=2)
+    return backend
 #: On a CPU the torch kernels run this many clips at a time: beyond it the complex STFT
 #: (10 MB for 4 default clips) falls out of cache and throughput halves (measured here:
 #: 261 clips/s in groups of 4 against 118 in groups of 8, 2 threads).

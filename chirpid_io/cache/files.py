@@ -1,0 +1,257 @@
+"""A cache's files, read and written through one gate: ``LocalStore``.
+
+Why a gate: a cache handed over by someone else is data, and data may lie. Every file a
+cache reads must be a regular file inside the cache's own folder: no component of its path
+may be a symbolic link (a shard replaced by a link to a system file would otherwise be
+read), and nothing that is not a regular file is ever opened for reading in a way that can
+block (a FIFO in place of a shard would otherwise hang ``verify`` forever). Paths are walked
+one component at a time with ``O_NOFOLLOW`` relative to the folder above, so a link
+anywhere below the cache root is refused; the root itself may be reached through a link
+(that is the user's own choice of path).
+
+Writes are whole files: a temporary name, ``fsync``, a rename over the old file, then an
+``fsync`` of the folder, so a file is either its old or its new version, never torn, even
+after a power cut. The disk filling up becomes a :class:`~chirpid_io.errors.CacheError`
+that names the file and the fix, and leaves no temporary file behind.
+
+Keys are POSIX paths relative to the cache root ("specs/c/0/0/0"). An object store can
+stand behind the same methods (whole objects, range reads), which is why nothing else in
+``chirpid_io.cache`` touches the file system directly.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import stat
+from pathlib import Path
+
+from ..errors import CacheError
+from ..text import shown
+
+_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+_FILE_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
+
+
+class CacheFileError(CacheError):
+    """A file of a cache is missing, is not a regular file, or could not be read or written.
+
+    ``key`` is the file's path inside the cache and ``reason`` what is wrong with it, kept
+    apart so that ``verify`` can list findings without parsing messages.
+    """
+
+    def __init__(self, root: Path, key: str, reason: str, fix: str = ""):
+        self.root, self.key, self.reason = Path(root), key, reason
+        message = f"{shown(self.root / key)}: {reason}"
+        super().__init__(f"{message}; {fix}" if fix else message)
+
+
+class LocalStore:
+    """The files of the cache folder ``root``, as keys relative to it."""
+
+    kind = "local"
+
+    def __init__(self, root: str | os.PathLike):
+        self.root = Path(root)
+
+    def __repr__(self) -> str:
+        return f"LocalStore({str(self.root)!r})"
+
+    @property
+    def location(self) -> str:
+        return str(self.root)
+
+    # -- reading ---------------------------------------------------------------------------
+    def open(self, key: str) -> "RegularFile":
+        """Open ``key`` for reading; it must be a regular file reached without links."""
+        return RegularFile(self, key, self._open_regular(key))
+
+    def read(self, key: str, limit: int | None = None) -> bytes:
+        """The whole content of ``key`` (refused when larger than ``limit`` bytes)."""
+        with self.open(key) as f:
+            size = f.size
+            if limit is not None and size > limit:
+                raise CacheFileError(self.root, key, f"is {size} bytes, more than the {limit} such a file can hold",
+                                     "the file is damaged or not part of a chirpid-io cache")
+            return f.pread(0, size)
+
+    def exists(self, key: str) -> bool:
+        """True when ``key`` is a regular file reached without links (never blocks)."""
+        try:
+            os.close(self._open_regular(key))
+            return True
+        except CacheFileError:
+            return False
+
+    def check(self, key: str) -> str | None:
+        """What is wrong with ``key`` as a file of this cache, or None when it is fine."""
+        try:
+            os.close(self._open_regular(key))
+            return None
+        except CacheFileError as exc:
+            return exc.reason
+
+    def listdir(self, key: str = "") -> list[str]:
+        """Names in the folder ``key`` ([] when it does not exist); links are listed too
+        (so that ``verify`` can report them), never followed."""
+        try:
+            fd = self._open_dir(key)
+        except CacheFileError as exc:
+            if exc.reason == "is missing":
+                return []
+            raise
+        try:
+            return sorted(os.listdir(fd))
+        finally:
+            os.close(fd)
+
+    def walk(self):
+        """``(key, kind)`` of everything below the root, without following links; kind is
+        "file", "dir", "symlink" or "special" (FIFO, socket, device)."""
+        stack = [""]
+        while stack:
+            folder = stack.pop()
+            for name in self.listdir(folder):
+                key = f"{folder}/{name}" if folder else name
+                mode = os.lstat(self.root / key).st_mode
+                if stat.S_ISLNK(mode):
+                    yield key, "symlink"
+                elif stat.S_ISDIR(mode):
+                    yield key, "dir"
+                    stack.append(key)
+                elif stat.S_ISREG(mode):
+                    yield key, "file"
+                else:
+                    yield key, "special"
+
+    # -- writing ---------------------------------------------------------------------------
+    def write(self, key: str, data: bytes) -> None:
+        """Replace ``key`` with ``data`` atomically and durably (creating folders)."""
+        path = self.root / key
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+        try:
+            with open(tmp, "wb") as f:
+                f.write(data)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, path)
+            _fsync_dir(path.parent)
+        except OSError as exc:
+            tmp.unlink(missing_ok=True)
+            raise write_error(self.root, key, exc) from None
+
+    def append(self, key: str, data: bytes) -> None:
+        """Append ``data`` to ``key`` and fsync (the build journal: one line per commit)."""
+        path = self.root / key
+        try:
+            with open(path, "ab") as f:
+                f.write(data)
+                f.flush()
+                os.fsync(f.fileno())
+        except OSError as exc:
+            raise write_error(self.root, key, exc) from None
+
+    def truncate(self, key: str, size: int) -> None:
+        try:
+            with open(self.root / key, "r+b") as f:
+                f.truncate(size)
+                os.fsync(f.fileno())
+        except OSError as exc:
+            raise write_error(self.root, key, exc) from None
+
+    def remove(self, key: str) -> None:
+        (self.root / key).unlink(missing_ok=True)
+
+    def stale_temporaries(self, folder: str) -> list[str]:
+        """Temporary files left in ``folder`` by a writer that was killed mid-write."""
+        return [f"{folder}/{n}" for n in self.listdir(folder) if n.startswith(".") and ".tmp-" in n]
+
+    # -- the walk ----------------------------------------------------------------------------
+    def _open_dir(self, key: str) -> int:
+        parts = [p for p in key.split("/") if p]
+        try:
+            fd = os.open(self.root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        except OSError as exc:
+            raise CacheFileError(self.root, "", _reason(exc, folder=True)) from None
+        for i, part in enumerate(parts):
+            try:
+                child = os.open(part, _DIR_FLAGS, dir_fd=fd)
+            except OSError as exc:
+                os.close(fd)
+                raise CacheFileError(self.root, "/".join(parts[: i + 1]), _reason(exc, folder=True)) from None
+            os.close(fd)
+            fd = child
+        return fd
+
+    def _open_regular(self, key: str) -> int:
+        folder, _, name = key.rpartition("/")
+        fd_dir = self._open_dir(folder)
+        try:
+            fd = os.open(name, _FILE_FLAGS, dir_fd=fd_dir)
+        except OSError as exc:
+            raise CacheFileError(self.root, key, _reason(exc)) from None
+        finally:
+            os.close(fd_dir)
+        mode = os.fstat(fd).st_mode
+        if not stat.S_ISREG(mode):
+            os.close(fd)
+            what = "a folder" if stat.S_ISDIR(mode) else "a FIFO" if stat.S_ISFIFO(mode) else "not a regular file"
+            raise CacheFileError(self.root, key, f"is {what}, not a regular file")
+        return fd
+
+
+class RegularFile:
+    """An open regular file of a store: size and positioned reads."""
+
+    def __init__(self, store: LocalStore, key: str, fd: int):
+        self.store, self.key, self.fd = store, key, fd
+        self.size = os.fstat(fd).st_size
+
+    def pread(self, offset: int, length: int) -> bytes:
+        try:
+            return os.pread(self.fd, length, offset)
+        except OSError as exc:
+            raise CacheFileError(self.store.root, self.key, f"cannot be read ({exc.strerror or exc})") from None
+
+    def close(self) -> None:
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+def write_error(root: Path, key: str, exc: OSError) -> CacheFileError:
+    """An OSError from writing ``key`` as one line that says what to do."""
+    if exc.errno == errno.ENOSPC:
+        return CacheFileError(root, key, "the disk is full",
+                              "free some space and run the same command again: the build resumes where it stopped")
+    if exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+        return CacheFileError(root, key, f"cannot be written ({exc.strerror})",
+                              "check the folder's permissions, or write the cache elsewhere")
+    return CacheFileError(root, key, f"cannot be written ({exc.strerror or exc})")
+
+
+def _reason(exc: OSError, folder: bool = False) -> str:
+    if exc.errno == errno.ENOENT:
+        return "is missing"
+    if exc.errno == errno.ELOOP:
+        return "is a symbolic link (a cache reads only regular files inside its own folder)"
+    if exc.errno == errno.ENOTDIR:
+        return "is not a folder" if folder else "lies below something that is not a folder"
+    if exc.errno in (errno.EACCES, errno.EPERM):
+        return f"cannot be read ({exc.strerror})"
+    return f"cannot be opened ({exc.strerror or exc})"
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
