@@ -9,6 +9,7 @@ from pathlib import Path
 
 from . import __version__
 from .errors import ChirpIOError
+from .text import shown
 
 EPILOG = """examples:
   chirpid-io build-cache --samples sample-cache      # the bundled recordings
@@ -71,6 +72,9 @@ def _add_build(commands) -> None:
     p.add_argument("--max-per-class", type=int, help="at most this many windows per class, filled recording by recording")
     p.add_argument("--dtype", default="uint8", choices=("uint8", "float16"), help="storage type (default uint8, rounded)")
     p.add_argument("--batch-size", type=int, default=32, help="windows per kernel call (default 32)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace an existing cache at OUT: the new one is built beside it and swapped in only "
+                        "once complete (default: resume or extend OUT)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar (it also hides itself when not on a terminal)")
     p.set_defaults(run=_run_build)
 
@@ -99,11 +103,18 @@ def _run_build(args) -> int:
         energy_threshold=args.energy_threshold,
         storage_dtype=args.dtype,
     )
-    report = build_cache(
-        source, out, config, backend=args.backend, device=args.device, workers=args.workers,
-        max_per_class=args.max_per_class, batch_size=args.batch_size, audio_root=args.audio_root,
-        class_map=args.class_map, progress=False if args.no_progress else None,
-    )
+    from .errors import BuildError
+
+    try:
+        report = build_cache(
+            source, out, config, backend=args.backend, device=args.device, workers=args.workers,
+            max_per_class=args.max_per_class, batch_size=args.batch_size, audio_root=args.audio_root,
+            class_map=args.class_map, overwrite=args.overwrite, progress=False if args.no_progress else None,
+        )
+    except BuildError as exc:
+        if exc.report is not None:
+            print("\n".join(exc.report.lines()))
+        raise
     print("\n".join(report.lines()))
     return 0
 
@@ -161,12 +172,13 @@ def _add_verify(commands) -> None:
 def _run_verify(args) -> int:
     from .cache import verify_cache
 
-    report = verify_cache(args.cache)
+    report = verify_cache(args.cache, progress=None)
     if report.ok:
-        print(f"{report.path}: ok ({report.chunks_checked} chunks checked)")
+        print(f"{shown(report.path)}: ok ({report.chunks_checked} chunks checked)")
         return 0
     for problem in report.problems:
-        print(f"{report.path}: {problem}", file=sys.stderr)
+        print(f"{shown(report.path)}: {shown(problem)}", file=sys.stderr)
+    print(f"{shown(report.path)}: {len(report.problems)} problem(s) found", file=sys.stderr)
     return 1
 
 
@@ -179,7 +191,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return args.run(args)
     except ChirpIOError as exc:
-        print(f"chirpid-io {args.command}: error: {exc}", file=sys.stderr)
+        print(f"chirpid-io {args.command}: error: {shown(exc)}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print(f"chirpid-io {args.command}: interrupted; run the same command again to resume",

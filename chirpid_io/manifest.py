@@ -42,6 +42,7 @@ from pathlib import Path
 from typing import NamedTuple
 
 from .errors import ManifestError
+from .text import shown
 
 __all__ = [
     "AUDIO_EXTENSIONS",
@@ -503,6 +504,16 @@ def _read_csv(path: Path) -> _Table:
     return _Table(path, columns, rows, lines)
 
 
+#: Arrow types a Parquet column of each meaning may have; anything else (a float label
+#: column, where NaN would become the class "nan"; integer paths) is refused.
+_TEXT_TYPES = ("string", "large_string")
+_PARQUET_TYPES = {
+    "path": _TEXT_TYPES, "filename": _TEXT_TYPES,
+    "label": _TEXT_TYPES + ("integer",), "class_id": ("integer",), "primary_label": _TEXT_TYPES,
+    "group": _TEXT_TYPES + ("integer",), "author": _TEXT_TYPES + ("integer",),
+}
+
+
 def _read_parquet(path: Path) -> _Table:
     import pyarrow as pa
     import pyarrow.parquet as pq
@@ -510,8 +521,20 @@ def _read_parquet(path: Path) -> _Table:
     try:
         data = pq.read_table(path)
     except (pa.ArrowException, OSError) as exc:
-        raise ManifestError(f"{path}: not a readable Parquet file ({exc})") from None
+        raise ManifestError(f"{shown(path)}: not a readable Parquet file ({exc})") from None
     columns = _columns(path, data.column_names)
+    for name, allowed in _PARQUET_TYPES.items():
+        if name in columns:
+            kind = data.schema.field(name).type
+            if pa.types.is_dictionary(kind):
+                kind = kind.value_type
+            family = "integer" if pa.types.is_integer(kind) else str(kind)
+            if family not in allowed:
+                want = " or ".join("integers" if a == "integer" else "text" for a in dict.fromkeys(
+                    "integer" if a == "integer" else "text" for a in allowed))
+                raise ManifestError(
+                    f"{shown(path)}, column {name!r}: has type {kind}, it must hold {want}. Fix: write the "
+                    f"column as {want} (a float column turns missing values into NaN)")
     rows = [
         {c: _text(v) for c, v in zip(columns, values)}
         for values in zip(*(data.column(i).to_pylist() for i in range(data.num_columns)))

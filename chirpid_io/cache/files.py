@@ -179,7 +179,9 @@ class LocalStore:
                 child = os.open(part, _DIR_FLAGS, dir_fd=fd)
             except OSError as exc:
                 os.close(fd)
-                raise CacheFileError(self.root, "/".join(parts[: i + 1]), _reason(exc, folder=True)) from None
+                key = "/".join(parts[: i + 1])
+                link = exc.errno == errno.ENOTDIR and (self.root / key).is_symlink()  # a link to a folder
+                raise CacheFileError(self.root, key, _reason(exc, folder=True) if not link else _LINK) from None
             os.close(fd)
             fd = child
         return fd
@@ -237,11 +239,14 @@ def write_error(root: Path, key: str, exc: OSError) -> CacheFileError:
     return CacheFileError(root, key, f"cannot be written ({exc.strerror or exc})")
 
 
+_LINK = "is a symbolic link (a cache reads only regular files inside its own folder)"
+
+
 def _reason(exc: OSError, folder: bool = False) -> str:
     if exc.errno == errno.ENOENT:
         return "is missing"
     if exc.errno == errno.ELOOP:
-        return "is a symbolic link (a cache reads only regular files inside its own folder)"
+        return _LINK
     if exc.errno == errno.ENOTDIR:
         return "is not a folder" if folder else "lies below something that is not a folder"
     if exc.errno in (errno.EACCES, errno.EPERM):

@@ -70,8 +70,7 @@ class Cache:
             n_missing, first = missing_shards(self.store, self._shards, self._length)
             if n_missing:
                 problem = (f"{n_missing} of the {self._shards.n_shards(self._length)} shard files its "
-                           f"{self._length} windows need are missing or not regular files (first: "
-                           f"{self._shards.shard_key(first)})")
+                           f"{self._length} windows need are missing or unusable (first: {first})")
         if problem is not None:
             raise CacheError(f"{shown(self.path)}: {problem}; " + VERIFY_HINT.format(path=shown(self.path)))
         labels = _damage_as_cache_error(read_vector, self.store, fmt.LABELS, "int32", self._length)
@@ -236,15 +235,25 @@ def specs_problem(store, config: SpectrogramConfig, storage: fmt.StorageOptions,
     return None
 
 
-def missing_shards(store, codec: ShardCodec, n_windows: int) -> tuple[int, int | None]:
-    """(how many, the first) of the shard files ``n_windows`` need that are missing or not
-    regular files; one folder listing, so a count of 10**12 costs nothing."""
+def missing_shards(store, codec: ShardCodec, n_windows: int) -> tuple[int, str | None]:
+    """(how many of the shard files ``n_windows`` need are missing or unusable, and the
+    first of them with what is wrong with it); one folder listing, so a count of 10**12
+    costs nothing."""
     needed = codec.n_shards(n_windows)
-    names = (int(n) for n in store.listdir(f"{fmt.SPECS}/c") if n.isdigit())
-    present = {i for i in names if i < needed and store.check(codec.shard_key(i)) is None}
-    if len(present) == needed:
+    names = sorted(int(n) for n in store.listdir(f"{fmt.SPECS}/c") if n.isdigit() and int(n) < needed)
+    present, first = 0, None
+    for i in names:
+        problem = store.check(codec.shard_key(i))
+        if problem is None:
+            present += 1
+        elif first is None:
+            first = f"{codec.shard_key(i)} {problem}"
+    if present == needed:
         return 0, None
-    return needed - len(present), next(i for i in range(needed) if i not in present)
+    gap = next((i for i in range(needed) if i >= len(names) or names[i] != i), None)
+    if gap is not None and (first is None or gap < int(first.split("/")[2])):
+        first = f"{codec.shard_key(gap)} is missing"
+    return needed - present, first
 
 
 def _damage_as_cache_error(function, *args):

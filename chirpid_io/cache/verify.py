@@ -181,7 +181,7 @@ def _check_shards(store, codec: ShardCodec, n: int, config, report: VerifyReport
     needed = codec.n_shards(n)
     if n_missing:
         report.problems.append(f"{fmt.SPECS}: {n_missing} of the {needed} shard files the counts imply are missing "
-                               f"or not regular files (first: {codec.shard_key(first)})")
+                               f"or unusable (first: {first})")
     total = BandSums.zero(config.n_mels)
     readable = True
     shards = sorted(i for i in present if i < needed and store.check(codec.shard_key(i)) is None)

@@ -101,3 +101,25 @@ def _assign(groups: np.ndarray, labels: np.ndarray, weights: np.ndarray, seed: i
         fold_of_group[g] = best
         have[best] += counts[g]
     return fold_of_group[group_of]
+
+
+def split_warnings(cache, train_idx, val_idx=None) -> list[str]:
+    """Warnings worth reading before training on this split: a cache with one class, and
+    classes with windows in the cache but none in training or none in validation."""
+    names = cache.class_names
+    labels = np.asarray(cache.labels, dtype=np.int64)
+    present = np.bincount(labels, minlength=len(names)) > 0
+    out = []
+    if present.sum() < 2:
+        out.append(f"{getattr(cache, 'path', 'the cache')} holds windows of {int(present.sum())} class(es): a "
+                   "classifier has nothing to tell apart")
+    for side, idx in (("training", train_idx), ("validation", val_idx)):
+        if idx is None:
+            continue
+        here = np.bincount(labels[np.asarray(idx, dtype=np.int64)], minlength=len(names)) > 0
+        absent = [names[i] for i in np.flatnonzero(present & ~here)]
+        if absent:
+            shown_names = ", ".join(absent[:8]) + (f", ... ({len(absent)} in all)" if len(absent) > 8 else "")
+            out.append(f"no {side} window of class(es) {shown_names}: their groups all fell on the other side "
+                       "of the split" + (" (its scores leave them out)" if side == "validation" else ""))
+    return out

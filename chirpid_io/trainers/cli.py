@@ -66,6 +66,8 @@ def add_train_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--resume", action="store_true", help="continue from --checkpoint-dir's checkpoint")
     p.add_argument("--log", help="JSON-lines experiment log (default: REGISTRY/runs/NAME-<time>.jsonl)")
     p.add_argument("--mlflow", action="store_true", help="also log to MLflow, when it is installed")
+    p.add_argument("--no-progress", action="store_true",
+                   help="no progress bar within epochs (it also hides itself when not on a terminal)")
     p.set_defaults(run=train_command)
     return p
 
@@ -98,6 +100,7 @@ def train_command(args) -> int:
 
     from ..cache import open_cache
     from ..loaders import Augment, group_split, make_loader
+    from ..loaders.splits import split_warnings
     from .crossval import cross_validate
     from .explog import ExperimentLog, format_epoch
     from .loop import TrainConfig, fit
@@ -146,18 +149,27 @@ def train_command(args) -> int:
             return 0
 
         train_idx, val_idx = group_split(cache, args.val_fraction, group=args.group, seed=args.seed)
+        for warning in split_warnings(cache, train_idx, val_idx):
+            print(f"warning: {warning}", file=sys.stderr, flush=True)
         train = make_loader(cache, args.batch_size, indices=train_idx, device=device, augment=augment,
                             seed=args.seed, num_workers=args.workers)
         val = make_loader(cache, args.batch_size, indices=val_idx, shuffle=False, device=device,
                           num_workers=args.workers)
         torch.manual_seed(args.seed)
         model = model_fn(len(cache.class_names))
-        result = fit(model, train, val, config, log=log)
+        run = {"cache_id": cache.cache_id, "fingerprint": cache.fingerprint, "model": args.model,
+               "model_kwargs": model_kwargs, "batch_size": args.batch_size, "n_train": int(len(train_idx)),
+               "n_val": int(len(val_idx)), "augment": None if augment is None else dict(augment.__dict__)}
+        result = fit(model, train, val, config, log=log, run=run, progress=False if args.no_progress else None)
+        if result.stop_reason:
+            print(result.stop_reason, flush=True)
         metrics = {**{k: v for k, v in result.best_metrics.items() if isinstance(v, (int, float))},
                    "best_epoch": result.best_epoch, "n_train": int(len(train_idx)), "n_val": int(len(val_idx))}
         version = ModelRegistry(args.registry).save(
             result.model, name, cache=cache, metrics=metrics,
-            extra={"train_config": config.to_dict(), "log": str(log_path)},
+            extra={"train_config": config.to_dict(), "run": run, "log": str(log_path),
+                   "epochs_run": len(result.history) and result.history[-1]["epoch"],
+                   "resumed_at_epoch": result.resumed_at, "stop_reason": result.stop_reason},
         )
         log.end({**metrics, "registered": f"{name} v{version}", "confusion": result.confusion})
     print(f"best epoch {result.best_epoch}: val_acc {metrics.get('val_accuracy', float('nan')):.4f}, "

@@ -26,6 +26,7 @@ import torch
 from torch import nn
 
 from ..errors import ConfigError
+from ..text import shown
 
 OPTIMIZERS = ("adam", "adamw", "sgd")
 SCHEDULES = ("cosine", "plateau", "onecycle", "none")
@@ -119,6 +120,8 @@ class FitResult:
     best_metrics: dict
     confusion: np.ndarray | None = None
     stopped_early: bool = False
+    stop_reason: str = ""  #: why training stopped before ``epochs``, as a sentence ("" when it did not)
+    resumed_at: int = 0  #: the epoch a resumed run continued after (0: not resumed)
 
 
 # -- precision ------------------------------------------------------------------------
@@ -183,7 +186,8 @@ def confusion_metrics(confusion: np.ndarray) -> dict:
 
 # -- the loop -------------------------------------------------------------------------
 def fit(model: nn.Module, train_loader: Iterable, val_loader: Iterable | None, config: TrainConfig,
-        *, log: Callable[[dict], None] | None = None) -> FitResult:
+        *, log: Callable[[dict], None] | None = None, run: dict | None = None,
+        progress: bool | None = None) -> FitResult:
     """Train ``model`` on ``train_loader``, validating on ``val_loader`` after each epoch.
 
     Targets are int64 class indices, or (B, n_classes) probabilities (mixup).
@@ -194,6 +198,11 @@ def fit(model: nn.Module, train_loader: Iterable, val_loader: Iterable | None, c
     lr, train_/val_ loss, accuracy and macro_f1, seconds (epoch), train_seconds,
     train_windows_per_second), after that
     epoch's checkpoint is on disk. Returns the model with the best epoch's weights.
+
+    ``run``: plain values that identify the run beyond ``config`` (the cache, the split,
+    the model...); a checkpoint of a run whose config or ``run`` differ (other than in
+    ``RESUMABLE_CHANGES``) is refused on resume. ``progress``: a bar over each epoch's
+    batches (None: only on a terminal).
     """
     device = torch.device(config.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     _seed_everything(config.seed)
@@ -216,17 +225,22 @@ def fit(model: nn.Module, train_loader: Iterable, val_loader: Iterable | None, c
              "best_confusion": None, "bad_epochs": 0}
     ckpt_path = Path(config.checkpoint_dir) / CHECKPOINT if config.checkpoint_dir else None
     if config.resume and ckpt_path is not None and ckpt_path.exists():
-        state = _load_checkpoint(ckpt_path, model, optimizer, scheduler, scaler, device)
+        state = _load_checkpoint(ckpt_path, model, optimizer, scheduler, scaler, device, config, run)
+    resumed_at = state["epoch"]
 
     watched = list(config.early_stopping)
-    stopped_early = False
+    stop_reason = ""
     for epoch in range(state["epoch"] + 1, config.epochs + 1):
         if hasattr(train_loader, "set_epoch"):
             train_loader.set_epoch(epoch)  # seeded per-epoch shuffles survive a resume
+        if config.schedule == "cosine":
+            for group in optimizer.param_groups:
+                group["lr"] = config.lr * cosine_factor(epoch, config)
         started = time.perf_counter()
         train_meter = _run_epoch(step, train_loader, criterion, device, amp_dtype, n_classes, config,
                                  optimizer=optimizer, scaler=scaler,
-                                 scheduler=scheduler if config.schedule == "onecycle" else None)
+                                 scheduler=scheduler if config.schedule == "onecycle" else None,
+                                 progress=progress, desc=f"epoch {epoch}/{config.epochs}")
         record = {"epoch": epoch, "lr": optimizer.param_groups[0]["lr"]}
         metrics, _ = train_meter.result("train")  # waits for the device: the timing is honest
         train_seconds = time.perf_counter() - started
@@ -244,9 +258,7 @@ def fit(model: nn.Module, train_loader: Iterable, val_loader: Iterable | None, c
                               "size (drop_last with fewer windows than one batch gives none)")
         record.update(seconds=seconds, train_seconds=train_seconds,
                       train_windows_per_second=count / train_seconds if train_seconds else 0.0)
-        if config.schedule == "cosine":
-            scheduler.step()
-        elif config.schedule == "plateau":
+        if config.schedule == "plateau":
             scheduler.step(record.get("val_loss", record["train_loss"]))
         state["history"].append(record)
 
@@ -263,27 +275,37 @@ def fit(model: nn.Module, train_loader: Iterable, val_loader: Iterable | None, c
         state["bad_epochs"] = 0 if improved else state["bad_epochs"] + 1
         state["epoch"] = epoch
         if ckpt_path is not None:
-            _save_checkpoint(ckpt_path, model, optimizer, scheduler, scaler, state, config)
+            _save_checkpoint(ckpt_path, model, optimizer, scheduler, scaler, state, config, run)
         if log is not None:
             log(record)
         if config.patience is not None and state["bad_epochs"] >= config.patience:
-            stopped_early = True
+            best_at = {m: next(r["epoch"] for r in state["history"] if r.get(m) == state["best"].get(m))
+                       for m in present if m in state["best"]}
+            stop_reason = (f"stopped early after epoch {epoch}: none of {', '.join(present or watched)} improved for "
+                           f"{config.patience} epochs (best " + ", ".join(
+                               f"{m} {state['best'][m]:.4f} at epoch {e}" for m, e in best_at.items()) + ")")
             break
 
     if state["best_state"] is not None:
         model.load_state_dict(state["best_state"])
     best = next((r for r in state["history"] if r["epoch"] == state["best_epoch"]), {})
     return FitResult(model=model, history=state["history"], best_epoch=state["best_epoch"], best_metrics=dict(best),
-                     confusion=state["best_confusion"], stopped_early=stopped_early)
+                     confusion=state["best_confusion"], stopped_early=bool(stop_reason), stop_reason=stop_reason,
+                     resumed_at=resumed_at)
 
 
 def _run_epoch(model, loader, criterion, device, amp_dtype, n_classes, config, *, optimizer=None, scaler=None,
-               scheduler=None) -> _Meter:
+               scheduler=None, progress=None, desc="") -> _Meter:
+    from tqdm import tqdm
+
     training = optimizer is not None
     model.train(training)
     meter = _Meter(n_classes, device)
     non_blocking = device.type == "cuda"
-    for x, y in loader:
+    total = len(loader) if hasattr(loader, "__len__") else None
+    bar = tqdm(loader, total=total, desc=desc, unit="batch", leave=False, dynamic_ncols=True,
+               disable=(None if progress is None else not progress) if training else True)
+    for x, y in bar:
         x = x.to(device, non_blocking=non_blocking)
         y = y.to(device, non_blocking=non_blocking)
         if config.channels_last:
@@ -358,26 +380,29 @@ def _optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.Optimizer:
 
 
 def _scheduler(optimizer, config: TrainConfig, loader):
-    if config.schedule == "none":
+    """The per-step or per-epoch scheduler; None for "none" and "cosine" (which ``fit``
+    sets from :func:`cosine_factor` each epoch, so a resumed run with more epochs
+    continues the schedule of its new length instead of a stale closure's)."""
+    if config.schedule in ("none", "cosine"):
         return None
     if config.schedule == "plateau":
         return torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, factor=0.5, patience=3)
-    if config.schedule == "onecycle":
-        try:
-            steps = len(loader)
-        except TypeError:
-            raise ConfigError("schedule='onecycle' needs a training loader with a length (batches "
-                              "per epoch); use 'cosine' for an endless iterable") from None
-        return torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=config.lr, epochs=config.epochs,
-                                                   steps_per_epoch=max(steps, 1))
-    warmup, total = config.warmup_epochs, config.epochs
+    try:
+        steps = len(loader)
+    except TypeError:
+        raise ConfigError("schedule='onecycle' needs a training loader with a length (batches "
+                          "per epoch); use 'cosine' for an endless iterable") from None
+    return torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=config.lr, epochs=config.epochs,
+                                               steps_per_epoch=max(steps, 1))
 
-    def factor(epoch: int) -> float:  # epoch: epochs finished so far
-        if epoch < warmup:
-            return (epoch + 1) / (warmup + 1)
-        return 0.5 * (1 + math.cos(math.pi * (epoch - warmup) / max(1, total - warmup)))
 
-    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+def cosine_factor(epoch: int, config: TrainConfig) -> float:
+    """The learning-rate factor for ``epoch`` (1-based) of the cosine schedule: linear
+    warm-up over ``warmup_epochs``, then a cosine from 1 down to 0 after the last epoch."""
+    done, warmup, total = epoch - 1, config.warmup_epochs, config.epochs
+    if done < warmup:
+        return (done + 1) / (warmup + 1)
+    return 0.5 * (1 + math.cos(math.pi * (done - warmup) / max(1, total - warmup)))
 
 
 # -- reproducibility and checkpoints --------------------------------------------------
@@ -388,49 +413,112 @@ def _seed_everything(seed: int) -> None:
 
 
 def _rng_state() -> dict:
-    out = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+    """Every generator's state as tensors and plain numbers (what weights_only loads)."""
+    kind, keys, pos, has_gauss, cached = np.random.get_state()
+    version, python_state, gauss = random.getstate()
+    out = {"python": [version, list(python_state), gauss], "torch": torch.get_rng_state(),
+           "numpy": {"kind": kind, "keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos),
+                     "has_gauss": int(has_gauss), "cached": float(cached)}}
     if torch.cuda.is_available():
         out["cuda"] = torch.cuda.get_rng_state_all()
     return out
 
 
 def _set_rng_state(rng: dict) -> None:
-    random.setstate(rng["python"])
-    np.random.set_state(rng["numpy"])
-    torch.set_rng_state(rng["torch"])
+    version, python_state, gauss = rng["python"]
+    random.setstate((version, tuple(python_state), gauss))
+    state = rng["numpy"]
+    np.random.set_state((state["kind"], state["keys"].numpy().astype(np.uint32), state["pos"], state["has_gauss"],
+                         state["cached"]))
+    torch.set_rng_state(rng["torch"].cpu())
     if "cuda" in rng and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(rng["cuda"])
+        torch.cuda.set_rng_state_all([s.cpu() for s in rng["cuda"]])
 
 
-def _save_checkpoint(path: Path, model, optimizer, scheduler, scaler, state: dict, config: TrainConfig) -> None:
-    """Everything needed to continue the run exactly, written to a temporary name and
-    renamed over the old file, so a crash leaves the previous checkpoint intact."""
+#: What a checkpoint says it is; anything else is refused before it is used.
+CHECKPOINT_FORMAT = "chirpid-io training checkpoint"
+CHECKPOINT_VERSION = 2
+#: TrainConfig fields a resumed run may change: how long it runs and where, not what it is.
+RESUMABLE_CHANGES = frozenset({"epochs", "patience", "min_delta", "device", "checkpoint_dir", "resume", "compile",
+                               "channels_last"})
+
+
+class CheckpointError(ConfigError):
+    """A checkpoint that cannot be resumed: unreadable, foreign, or of another run."""
+
+
+def _save_checkpoint(path: Path, model, optimizer, scheduler, scaler, state: dict, config: TrainConfig,
+                     run: dict | None) -> None:
+    """Everything needed to continue the run exactly, as tensors and plain values only
+    (so it loads with ``weights_only=True``), written to a temporary name and renamed
+    over the old file, so a crash leaves the previous checkpoint intact."""
     path.parent.mkdir(parents=True, exist_ok=True)
+    plain_state = {**state, "best_confusion": None if state["best_confusion"] is None
+                   else torch.as_tensor(np.asarray(state["best_confusion"]))}
     payload = {
+        "format": CHECKPOINT_FORMAT, "version": CHECKPOINT_VERSION,
         "model": model.state_dict(), "optimizer": optimizer.state_dict(),
         "scheduler": scheduler.state_dict() if scheduler is not None else None,
-        "scaler": scaler.state_dict(), "state": state, "rng": _rng_state(), "config": config.to_dict(),
+        "scaler": scaler.state_dict(), "state": plain_state, "rng": _rng_state(), "config": config.to_dict(),
+        "run": dict(run or {}),
     }
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "wb") as f:
-        torch.save(payload, f)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "wb") as f:
+            torch.save(payload, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        raise CheckpointError(f"{shown(path)}: the checkpoint could not be written ({exc.strerror or exc}); "
+                              "free some space or choose another --checkpoint-dir") from None
 
 
-def _load_checkpoint(path: Path, model, optimizer, scheduler, scaler, device) -> dict:
-    # weights_only=False: our own file holds RNG states (numpy arrays, tuples) besides tensors
-    payload = torch.load(path, map_location=device, weights_only=False)
-    model.load_state_dict(payload["model"])
-    optimizer.load_state_dict(payload["optimizer"])
-    if scheduler is not None and payload["scheduler"] is not None:
-        scheduler.load_state_dict(payload["scheduler"])
-    scaler.load_state_dict(payload["scaler"])
-    rng = payload["rng"]
-    rng["torch"] = rng["torch"].cpu()
-    if "cuda" in rng:
-        rng["cuda"] = [s.cpu() for s in rng["cuda"]]
-    _set_rng_state(rng)
-    return payload["state"]
-
+def _load_checkpoint(path: Path, model, optimizer, scheduler, scaler, device, config: TrainConfig,
+                     run: dict | None) -> dict:
+    """Restore a run from ``path``: tensors and plain values only (``weights_only=True``);
+    a foreign, damaged or different run's checkpoint is refused, naming what differs."""
+    try:
+        payload = torch.load(path, map_location=device, weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - torch's own message would suggest unsafe loading
+        raise CheckpointError(
+            f"{shown(path)}: not a chirpid-io checkpoint, or damaged ({type(exc).__name__}); it is refused "
+            "without running anything in it. Fix: delete it to start the run afresh, or point "
+            "--checkpoint-dir at this run's own folder") from None
+    if not isinstance(payload, dict) or payload.get("format") != CHECKPOINT_FORMAT:
+        raise CheckpointError(f"{shown(path)}: not a chirpid-io training checkpoint (format "
+                              f"{payload.get('format') if isinstance(payload, dict) else type(payload).__name__!r}). "
+                              "Fix: delete it, or point --checkpoint-dir elsewhere")
+    if payload.get("version") != CHECKPOINT_VERSION:
+        raise CheckpointError(f"{shown(path)}: checkpoint version {payload.get('version')!r}, this chirpid-io "
+                              f"resumes version {CHECKPOINT_VERSION}. Fix: delete it to start afresh")
+    saved = payload.get("config", {})
+    mine = config.to_dict()
+    differ = {k: (saved.get(k), v) for k, v in mine.items() if k not in RESUMABLE_CHANGES and saved.get(k) != v}
+    saved_run, run = payload.get("run", {}), dict(run or {})
+    differ.update({k: (saved_run.get(k), v) for k, v in run.items() if saved_run.get(k) != v})
+    if differ:
+        listed = "; ".join(f"{k}: {a!r} in the checkpoint, {b!r} now" for k, (a, b) in differ.items())
+        raise CheckpointError(
+            f"{shown(path)}: the checkpoint is of another run ({listed}). A resumed run may change only "
+            f"{', '.join(sorted(RESUMABLE_CHANGES - {'resume', 'checkpoint_dir'}))}. Fix: resume with the same "
+            "settings, or start a new run with another --checkpoint-dir")
+    if config.schedule == "onecycle" and saved.get("epochs") != config.epochs:
+        raise CheckpointError(f"{shown(path)}: a onecycle schedule cannot be extended from {saved.get('epochs')} to "
+                              f"{config.epochs} epochs; use the cosine schedule, or start a new run")
+    try:
+        model.load_state_dict(payload["model"])
+        optimizer.load_state_dict(payload["optimizer"])
+        if scheduler is not None and payload["scheduler"] is not None:
+            scheduler.load_state_dict(payload["scheduler"])
+        scaler.load_state_dict(payload["scaler"])
+        _set_rng_state(payload["rng"])
+        state = payload["state"]
+    except (KeyError, RuntimeError, ValueError, TypeError) as exc:
+        raise CheckpointError(f"{shown(path)}: the checkpoint does not fit this model or optimizer "
+                              f"({type(exc).__name__}: {str(exc).splitlines()[0][:160]}). Fix: delete it to start "
+                              "afresh") from None
+    if state.get("best_confusion") is not None:
+        state["best_confusion"] = state["best_confusion"].cpu().numpy()
+    return state

@@ -142,19 +142,92 @@ class BirdCNNv5c(_Recorded):
         return self.classifier(self.dropout(self.pool(x).flatten(1)))
 
 
-#: the models the registry and the CLI build by name
+#: The architectures the registry and the CLI build by name. A model folder names one of
+#: these; nothing else is ever imported or called on its say-so.
 MODELS: dict[str, type[nn.Module]] = {"birdcnn": BirdCNN, "birdcnn_v5c": BirdCNNv5c}
+
+#: Constructor argument types a model folder may hold (JSON's plain values).
+_PLAIN = (bool, int, float, str, type(None))
+
+
+def register_model(name: str, cls: type[nn.Module]) -> None:
+    """Make ``cls`` buildable by ``name`` (in ``build_model``, the registry, ``train
+    --model``), by an explicit call in your code: model folders can only name architectures
+    registered this way. ``cls(n_classes=..., **kwargs)`` must build it, and its constructor
+    arguments must be plain values (numbers, strings, booleans, None)."""
+    import re
+
+    from ..errors import ConfigError
+
+    if not re.fullmatch(r"[a-z0-9][a-z0-9_.-]*", name or ""):
+        raise ConfigError(f"model name {name!r}: use lower-case letters, digits, '.', '_' and '-'")
+    if not (isinstance(cls, type) and issubclass(cls, nn.Module)):
+        raise ConfigError(f"register_model({name!r}, ...): {cls!r} is not a torch.nn.Module class")
+    if MODELS.get(name, cls) is not cls:
+        raise ConfigError(f"model name {name!r} is taken by {MODELS[name].__qualname__}; choose another name")
+    MODELS[name] = cls
+
+
+def architecture_of(model: nn.Module) -> str:
+    """The registered name of ``model``'s class (unwrapping ``torch.compile``)."""
+    from ..errors import ConfigError
+
+    cls = type(getattr(model, "_orig_mod", model))
+    for name, known in MODELS.items():
+        if known is cls:
+            return name
+    raise ConfigError(f"{cls.__qualname__} is not a registered architecture ({', '.join(MODELS)}); register it "
+                      "first with chirpid_io.trainers.register_model(name, cls)")
 
 
 def build_model(name: str, n_classes: int, **kwargs) -> nn.Module:
-    """A model from ``MODELS`` by name (``"birdcnn"``, ``"birdcnn_v5c"``)."""
+    """A model from ``MODELS`` by name, its arguments checked against its constructor."""
     from ..errors import ConfigError
 
-    try:
-        cls = MODELS[name.lower()]
-    except KeyError:
-        raise ConfigError(f"unknown model {name!r}; choose one of {', '.join(MODELS)}") from None
-    return cls(n_classes=n_classes, **kwargs)
+    cls = MODELS.get(str(name).lower())
+    if cls is None:
+        raise ConfigError(f"unknown model architecture {name!r}; known: {', '.join(MODELS)} (others must be "
+                          "registered in code with chirpid_io.trainers.register_model)")
+    return cls(**check_model_kwargs(name, cls, {"n_classes": n_classes, **kwargs}))
+
+
+def check_model_kwargs(name: str, cls: type, kwargs: dict) -> dict:
+    """``kwargs`` if each is a parameter of ``cls`` with a plain value of its annotated
+    type; a ConfigError naming the argument otherwise."""
+    import inspect
+    import typing
+
+    from ..errors import ConfigError
+
+    if not isinstance(kwargs, dict):
+        raise ConfigError(f"model {name!r}: constructor arguments must be a mapping, got {type(kwargs).__name__}")
+    parameters = inspect.signature(cls.__init__).parameters
+    hints = typing.get_type_hints(cls.__init__)
+    for key, value in kwargs.items():
+        param = parameters.get(key)
+        if key == "self" or param is None or param.kind in (param.VAR_POSITIONAL, param.VAR_KEYWORD):
+            known = ", ".join(p for p in parameters if p != "self")
+            raise ConfigError(f"model {name!r} has no constructor argument {key!r} (it takes {known})")
+        if not isinstance(value, _PLAIN):
+            raise ConfigError(f"model {name!r}: argument {key}={value!r} is not a plain value")
+        if key in hints:  # "int", "float | None" ...: the union's members, or the type itself
+            allowed = typing.get_args(hints[key]) or (hints[key],)
+        else:
+            allowed = _PLAIN
+        if not any(_is(value, kind) for kind in allowed):
+            want = " or ".join(getattr(a, "__name__", str(a)) for a in allowed)
+            raise ConfigError(f"model {name!r}: argument {key}={value!r} should be {want}")
+    return dict(kwargs)
+
+
+def _is(value, kind) -> bool:
+    if kind is type(None):
+        return value is None
+    if kind is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if kind is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    return isinstance(kind, type) and isinstance(value, kind)
 
 
 def count_parameters(model: nn.Module) -> int:

@@ -1,17 +1,21 @@
 """ModelRegistry: trained models as numbered, immutable versions with everything needed
 to serve them (train/serve parity).
 
-Layout: ``root/<name>/v<N>/`` holds ``weights.pt`` (the state_dict, loadable with
-``torch.load(weights_only=True)``) and ``model.json`` (the model's class and constructor
-arguments, the SpectrogramConfig and its fingerprint, class names, the per-band
-normalisation statistics, metrics, tool and torch versions, creation time). A version is
-written into a temporary directory and renamed into place, so a reader never sees half
-of one and two writers never share a number.
+Layout: ``root/<name>/v<N>/`` holds ``weights.pt`` (the state_dict, loaded with
+``torch.load(weights_only=True)``) and ``model.json`` (the architecture's registered name
+and its constructor arguments, the SpectrogramConfig and its fingerprint, class names, the
+per-band normalisation statistics, metrics, tool and torch versions, creation time). A
+version is written into a temporary directory and renamed into place, so a reader never
+sees half of one and two writers never share a number.
+
+A model folder is data: loading one never imports or calls anything it names. The
+architecture must be one of ``trainers.models.MODELS`` (the package's own, plus those
+registered in code with ``register_model``) and its arguments are checked against that
+constructor's signature, so an edited ``model.json`` can at worst be refused.
 """
 
 from __future__ import annotations
 
-import importlib
 import json
 import os
 import re
@@ -25,6 +29,7 @@ import numpy as np
 
 from ..config import SpectrogramConfig
 from ..errors import ChirpIOError, ConfigError, FingerprintMismatchError
+from ..text import shown
 
 WEIGHTS = "weights.pt"
 META = "model.json"
@@ -92,11 +97,13 @@ class ModelRegistry:
             raise ConfigError(f"{type(model).__name__} does not record its constructor arguments; "
                               "pass model_kwargs={...} to ModelRegistry.save")
         from .. import __version__
+        from .models import MODELS, architecture_of, check_model_kwargs
 
-        cls = type(getattr(model, "_orig_mod", model))  # unwrap torch.compile
+        architecture = architecture_of(model)
+        kwargs = check_model_kwargs(architecture, MODELS[architecture], dict(kwargs))
         meta = {
             "name": name,
-            "model_class": f"{cls.__module__}:{cls.__qualname__}",
+            "architecture": architecture,
             "model_kwargs": kwargs,
             "config": config.to_dict(),
             "fingerprint": config.fingerprint(),
@@ -143,7 +150,15 @@ class ModelRegistry:
         return sorted(int(m.group(1)) for m in found if m and (home / m.group(0) / META).is_file())
 
     def meta(self, name: str, version: int) -> dict:
-        return json.loads((self.root / name / f"v{version}" / META).read_text())
+        path = self.root / name / f"v{version}" / META
+        try:
+            meta = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, ValueError) as exc:
+            raise RegistryError(f"{shown(path)}: unreadable ({str(exc).splitlines()[0][:120]}); the model "
+                                "folder is damaged. Fix: remove that version, or register the model again") from None
+        if not isinstance(meta, dict):
+            raise RegistryError(f"{shown(path)}: not a JSON object; the model folder is damaged")
+        return meta
 
     def resolve(self, name: str, version: str | int = "latest", metric: str = "val_macro_f1") -> int:
         """The version number ``version`` means: "latest", "best" (by ``metric``; lowest
@@ -176,20 +191,54 @@ class ModelRegistry:
         number = self.resolve(name, version, metric)
         path = self.root / name / f"v{number}"
         meta = self.meta(name, number)
-        module, _, qualname = meta["model_class"].partition(":")
-        cls = importlib.import_module(module)
-        for part in qualname.split("."):
-            cls = getattr(cls, part)
-        model = cls(**meta["model_kwargs"])
-        model.load_state_dict(torch.load(path / WEIGHTS, map_location="cpu", weights_only=True))
+        model = _build_from_meta(meta, path)
+        weights = path / WEIGHTS
+        try:
+            state = torch.load(weights, map_location="cpu", weights_only=True)
+            model.load_state_dict(state)
+        except Exception as exc:  # noqa: BLE001 - whatever torch raises, one line for the user
+            why = "missing" if not weights.exists() else "not loadable as plain tensors, or not this model's weights"
+            raise RegistryError(f"{shown(weights)}: {why} ({type(exc).__name__}). Fix: remove version {number} "
+                                "or register the model again") from None
         model.to(device or "cpu").eval()
-        stats = meta.get("stats")
-        return ModelEntry(
-            name=name, version=number, model=model, config=SpectrogramConfig.from_dict(meta["config"]),
-            fingerprint=meta["fingerprint"], class_names=list(meta["class_names"]), metrics=meta["metrics"],
-            stats=None if stats is None else {k: np.asarray(v, dtype=np.float64) for k, v in stats.items()},
-            path=path, meta=meta,
-        )
+        try:
+            stats = meta.get("stats")
+            return ModelEntry(
+                name=name, version=number, model=model, config=SpectrogramConfig.from_dict(meta["config"]),
+                fingerprint=meta["fingerprint"], class_names=list(meta["class_names"]), metrics=meta.get("metrics", {}),
+                stats=None if stats is None else {k: np.asarray(v, dtype=np.float64) for k, v in stats.items()},
+                path=path, meta=meta,
+            )
+        except (KeyError, TypeError, ValueError) as exc:
+            raise RegistryError(f"{shown(path / META)}: incomplete or invalid ({type(exc).__name__}: {exc}); the "
+                                "model folder is damaged") from None
+
+
+def _build_from_meta(meta: dict, path: Path):
+    """The model ``model.json`` describes, built only from a registered architecture."""
+    from .models import MODELS, check_model_kwargs
+
+    architecture = meta.get("architecture")
+    if architecture is None and isinstance(meta.get("model_class"), str):  # folders written before names
+        by_path = {f"{c.__module__}:{c.__qualname__}": n for n, c in MODELS.items()}
+        architecture = by_path.get(meta["model_class"])
+        if architecture is None:
+            raise RegistryError(
+                f"{shown(path / META)}: names model_class {shown(meta['model_class'])!s}, which is not a known "
+                f"architecture ({', '.join(MODELS)}); nothing was imported. Fix: register your architecture in "
+                "code with chirpid_io.trainers.register_model(name, cls) and name it in model.json as "
+                "\"architecture\"")
+    if architecture not in MODELS:
+        raise RegistryError(f"{shown(path / META)}: architecture {shown(architecture)} is not known (known: "
+                            f"{', '.join(MODELS)}); register it in code with chirpid_io.trainers.register_model")
+    try:
+        kwargs = check_model_kwargs(architecture, MODELS[architecture], meta.get("model_kwargs", {}))
+        n_classes = len(meta["class_names"])
+        if kwargs.get("n_classes", n_classes) != n_classes:
+            raise ConfigError(f"n_classes={kwargs['n_classes']} but {n_classes} class names")
+        return MODELS[architecture](**kwargs)
+    except (ConfigError, KeyError, TypeError) as exc:
+        raise RegistryError(f"{shown(path / META)}: {exc}; the model folder is damaged or edited") from None
 
 
 def _check_name(name: str) -> None:
