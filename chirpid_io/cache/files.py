@@ -53,6 +53,11 @@ class LocalStore:
 
     def __init__(self, root: str | os.PathLike):
         self.root = Path(root)
+        self._prefix = os.fspath(self.root) + os.sep
+        # folders already walked without meeting a link: later opens below them need only
+        # O_NOFOLLOW on the last component (the threat is a cache's content, and a folder
+        # that was no link stays none unless someone with write access swaps it)
+        self._clean_folders: set[str] = set()
 
     def __repr__(self) -> str:
         return f"LocalStore({str(self.root)!r})"
@@ -64,7 +69,8 @@ class LocalStore:
     # -- reading ---------------------------------------------------------------------------
     def open(self, key: str) -> "RegularFile":
         """Open ``key`` for reading; it must be a regular file reached without links."""
-        return RegularFile(self, key, self._open_regular(key))
+        fd = self._open_regular(key)
+        return RegularFile(self, key, fd, os.fstat(fd).st_size)
 
     def read(self, key: str, limit: int | None = None) -> bytes:
         """The whole content of ``key`` (refused when larger than ``limit`` bytes)."""
@@ -188,14 +194,21 @@ class LocalStore:
 
     def _open_regular(self, key: str) -> int:
         folder, _, name = key.rpartition("/")
-        fd_dir = self._open_dir(folder)
-        try:
-            fd = os.open(name, _FILE_FLAGS, dir_fd=fd_dir)
-        except OSError as exc:
-            raise CacheFileError(self.root, key, _reason(exc)) from None
-        finally:
-            os.close(fd_dir)
-        mode = os.fstat(fd).st_mode
+        if folder in self._clean_folders:
+            try:
+                fd = os.open(self._prefix + key, _FILE_FLAGS)
+            except OSError as exc:
+                raise CacheFileError(self.root, key, _reason(exc)) from None
+        else:
+            fd_dir = self._open_dir(folder)
+            try:
+                fd = os.open(name, _FILE_FLAGS, dir_fd=fd_dir)
+            except OSError as exc:
+                raise CacheFileError(self.root, key, _reason(exc)) from None
+            finally:
+                os.close(fd_dir)
+            self._clean_folders.add(folder)
+        mode = os.fstat(fd).st_mode  # a regular file opened without blocking: the common case
         if not stat.S_ISREG(mode):
             os.close(fd)
             what = "a folder" if stat.S_ISDIR(mode) else "a FIFO" if stat.S_ISFIFO(mode) else "not a regular file"
@@ -206,9 +219,8 @@ class LocalStore:
 class RegularFile:
     """An open regular file of a store: size and positioned reads."""
 
-    def __init__(self, store: LocalStore, key: str, fd: int):
-        self.store, self.key, self.fd = store, key, fd
-        self.size = os.fstat(fd).st_size
+    def __init__(self, store: LocalStore, key: str, fd: int, size: int):
+        self.store, self.key, self.fd, self.size = store, key, fd, size
 
     def pread(self, offset: int, length: int) -> bytes:
         try:
