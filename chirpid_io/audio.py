@@ -1,16 +1,17 @@
 """Decoding, down-mixing, resampling and the old recipe's windowing and energy filter.
 
-Decoding uses soundfile (libsndfile 1.2: WAV, FLAC, OGG/Vorbis, MP3). Resampling uses
-soxr at "HQ" quality, the resampler behind ``librosa.load``'s default ``soxr_hq``, and
-the output length is ``ceil(n * target / source)`` as librosa fixes it, so a recording
-decodes to the same samples the old pipeline saw.
+Decoding goes through :mod:`chirpid_io.decoders`: libsndfile (soundfile) for what it
+reads (WAV, FLAC, OGG/Vorbis, MP3, AIFF: the samples ``librosa.load`` sees), FFmpeg
+(PyAV) for the rest (m4a/AAC, Opus, WMA, webm...). Resampling uses soxr at "HQ" quality,
+the resampler behind ``librosa.load``'s default ``soxr_hq``, and the output length is
+``ceil(n * target / source)`` as librosa fixes it, so a recording decodes to the same
+samples the old pipeline saw.
 """
 
 from __future__ import annotations
 
 import math
 import os
-from pathlib import Path
 from typing import NamedTuple
 
 import numpy as np
@@ -28,21 +29,11 @@ def load(path: str | os.PathLike, sample_rate: int) -> np.ndarray:
     Raises AudioDecodeError (with the file and the reason) for anything that is not a
     decodable, finite, non-empty recording.
     """
-    import soundfile as sf
+    from .decoders import open_audio
 
-    path = Path(path)
-    if path.is_dir():
-        raise AudioDecodeError(path, "is a directory, not an audio file")
-    try:
-        size = path.stat().st_size
-    except OSError as exc:
-        raise AudioDecodeError(path, f"cannot be read ({exc.strerror or exc})") from None
-    if size == 0:
-        raise AudioDecodeError(path, "is empty (0 bytes)")
-    try:
-        data, native_rate = sf.read(path, dtype="float32", always_2d=True)
-    except (sf.LibsndfileError, RuntimeError, ValueError, TypeError, OSError) as exc:
-        raise AudioDecodeError(path, f"not decodable audio ({_short(exc)})") from None
+    with open_audio(path) as audio_file:
+        data = audio_file.read()
+        native_rate = audio_file.info.sample_rate
     if data.shape[0] == 0:
         raise AudioDecodeError(path, "holds no samples (header only or truncated)")
     mono = data.mean(axis=1, dtype=np.float32) if data.shape[1] > 1 else data[:, 0]
@@ -118,7 +109,3 @@ def windows(wave: np.ndarray, config: SpectrogramConfig) -> Windows:
         rms=rms[index].astype(np.float32),
     )
 
-
-def _short(exc: Exception) -> str:
-    text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-    return text[:200]

@@ -26,7 +26,7 @@ def decode_recording(path: Path, config: SpectrogramConfig) -> Decoded:
                   "size_bytes": None, "content_hash": None}
     try:
         wave = load(path, config.sample_rate)
-        info.update(_describe(path))
+        info.update(_describe(path, len(wave) / config.sample_rate))
     except AudioDecodeError as exc:
         return Decoded(None, info, exc.reason)
     except Exception as exc:  # a bad file must never stop a build
@@ -43,15 +43,19 @@ def decode_recording(path: Path, config: SpectrogramConfig) -> Decoded:
     return Decoded(cut, info)
 
 
-def _describe(path: Path) -> dict:
-    import soundfile as sf
+def _describe(path: Path, decoded_seconds: float) -> dict:
+    """Header facts and content hash; the duration is the header's where it is exact,
+    else the decoded length (lossy containers only estimate theirs)."""
+    from ..decoders import open_audio
 
-    meta = sf.info(path)
+    with open_audio(path) as audio_file:
+        meta = audio_file.info
     digest = hashlib.sha256()
     with open(path, "rb") as f:
         for block in iter(lambda: f.read(1 << 20), b""):
             digest.update(block)
-    return {"duration_seconds": float(meta.frames / meta.samplerate), "sample_rate": int(meta.samplerate),
-            "channels": int(meta.channels), "size_bytes": path.stat().st_size,
+    duration = meta.duration_seconds if meta.frames_exact else decoded_seconds
+    return {"duration_seconds": float(duration), "sample_rate": meta.sample_rate,
+            "channels": meta.channels, "size_bytes": path.stat().st_size,
             "content_hash": digest.hexdigest()}
 
