@@ -1,9 +1,12 @@
-"""The ``chirpid-io`` command. Each subcommand mirrors one function of the Python API."""
+"""The ``chirpid-io`` command. Each subcommand mirrors one function of the Python API, and
+its options are made from that API's dataclasses and registries (``chirpid_io.options``).
+"""
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -14,8 +17,9 @@ from .text import shown
 EPILOG = """examples:
   chirpid-io build-cache --samples sample-cache      # the bundled recordings
   chirpid-io build-cache recordings/ my-cache        # one sub-folder per class
-  chirpid-io build-cache train.csv my-cache --audio-root audio/ --max-per-class 100
-  chirpid-io inspect my-cache
+  chirpid-io build-cache train_metadata.csv my-cache --audio-root train_audio/ --preset birdclef
+  chirpid-io build-cache table.csv my-cache --path-column file --label-column species
+  chirpid-io inspect my-cache --recipe > recipe.toml
   chirpid-io verify my-cache
   chirpid-io train my-cache models/ --epochs 30
   chirpid-io predict models/ rec.wav --json
@@ -45,48 +49,96 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _add_build(commands) -> None:
+    from .cache.format import StorageOptions
+    from .config import PRESETS, SpectrogramConfig
+    from .inputs import ALL_KINDS
+    from .kernels import BACKENDS
+    from .options import add_fields
+
     p = commands.add_parser(
         "build-cache", help="build (resume, or extend) a spectrogram cache from recordings",
         description=(
-            "Decode recordings, cut them into windows, compute log-mel spectrograms and store "
-            "them in a compressed Zarr v3 cache with Parquet tables. SOURCE is a folder with one "
-            "sub-folder per class, a ChirpID recording CSV (filename, class_id, author), a "
-            "CSV/Parquet table with path, label[, group], or an old PNG/CSV spectrogram set "
-            "(imported without recomputing). Running the same command again resumes a killed "
-            "build, does nothing on a finished one, and appends recordings added since."
-        ),
+            "Decode recordings, cut them into windows, compute log-mel spectrograms and store them in a "
+            "compressed Zarr v3 cache with Parquet tables. SOURCE is a folder with one sub-folder per class, a "
+            "BirdCLEF metadata table (primary_label, secondary_labels, filename, author, ...), a CSV/Parquet "
+            "table with path, label[, group] (or any table, naming its columns with --path-column etc.), the "
+            "old ChirpID recording table (filename, class_id, author), or an old PNG/CSV spectrogram set "
+            "(imported without recomputing). The recipe is a preset (--preset), changed by a recipe file "
+            "(--recipe, as `inspect --recipe` prints it), changed by any flag below. Running the same command "
+            "again resumes a killed build, does nothing on a finished one, and appends recordings added since."),
     )
     p.add_argument("paths", nargs="+", metavar="SOURCE OUT", help="input and cache folder (only OUT with --samples)")
-    p.add_argument("--samples", action="store_true", help="use the bundled sample recordings as SOURCE (implies --pad-short)")
-    p.add_argument("--audio-root", help="folder that relative paths in a table resolve under (default: the table's folder)")
-    p.add_argument("--class-map", help="ChirpID class map CSV (class_id, scientific_name, common_name)")
-    p.add_argument("--backend", default="auto", choices=("auto", "torch", "torchaudio", "dali"),
-                   help="mel kernel (default auto: DALI on a GPU when installed, else torch)")
-    p.add_argument("--device", help="cpu, cuda, cuda:1 ... (default: cuda when available)")
-    p.add_argument("--workers", type=int, help="decoding threads (default: CPU count; 0 decodes in the main thread)")
-    p.add_argument("--window-seconds", type=float, default=5.0, help="window length in seconds (default 5)")
-    p.add_argument("--hop-seconds", type=float, help="seconds between window starts (default: the window length, no overlap)")
-    p.add_argument("--pad-short", action="store_true", help="zero-pad recordings shorter than one window instead of skipping them")
-    p.add_argument("--energy-threshold", type=_threshold, default=0.75,
-                   help="keep windows whose RMS exceeds this times the recording's mean frame RMS (default 0.75; 'none' keeps all)")
-    p.add_argument("--max-per-class", type=int, help="at most this many windows per class, filled recording by recording")
-    p.add_argument("--dtype", default="uint8", choices=("uint8", "float16"), help="storage type (default uint8, rounded)")
-    p.add_argument("--batch-size", type=int, default=32, help="windows per kernel call (default 32)")
-    p.add_argument("--overwrite", action="store_true",
-                   help="replace an existing cache at OUT: the new one is built beside it and swapped in only "
-                        "once complete (default: resume or extend OUT)")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar (it also hides itself when not on a terminal)")
+    p.add_argument("--samples", action="store_true",
+                   help="use the bundled sample recordings as SOURCE (implies --pad-short; default: off)")
+    inputs = p.add_argument_group("the input")
+    inputs.add_argument("--audio-root", help="folder that a table's paths are relative to (default: the table's folder)")
+    inputs.add_argument("--class-map", help="ChirpID class map (class_id, scientific_name), or a table of every class "
+                                            "(a primary_label, label or class_name column, e.g. BirdCLEF's "
+                                            "taxonomy.csv) (default: the classes found)")
+    for role, meaning in (("path", "the recording's file"), ("label", "its class"),
+                          ("group", "what splits keep together (recordist, site)"),
+                          ("labels", "its other classes (a list, or names separated by spaces)")):
+        inputs.add_argument(f"--{role}-column", metavar="NAME",
+                            help=f"table column holding {meaning} (default: the input kind's own)")
+    inputs.add_argument("--input-kind", choices=ALL_KINDS, help="read SOURCE as this kind (default: told by its "
+                                                                "columns, or a folder)")
+    inputs.add_argument("--allow-outside-root", action="store_true",
+                        help="let a table list files outside the audio root (default: refused)")
+    recipe = p.add_argument_group("the recipe (SpectrogramConfig)")
+    recipe.add_argument("--preset", default="chirpid", choices=sorted(PRESETS),
+                        help="named recipe to start from (default: chirpid, the old ChirpID recipe)")
+    recipe.add_argument("--recipe", metavar="FILE", help="TOML/JSON recipe file (see `inspect --recipe`)")
+    add_fields(recipe, SpectrogramConfig, default_note="of the chirpid preset",
+               helps={"hop_seconds": "seconds between window starts (less than the window: overlap; with "
+                                     "--window-seconds alone: the window length)"})
+    add_fields(p.add_argument_group("storage (StorageOptions)"), StorageOptions)
+    run = p.add_argument_group("the build")
+    run.add_argument("--backend", default="auto", choices=("auto", *BACKENDS),
+                     help="mel kernel (default: auto, the torch kernel: the only one whose GPU path a recorded GPU "
+                          "run checked)")
+    run.add_argument("--device", help="cpu, cuda, cuda:1 ... (default: cuda when available)")
+    run.add_argument("--workers", type=int, help="decoding threads (default: CPU count; 0 decodes in the main thread)")
+    run.add_argument("--max-per-class", type=int, help="at most this many windows per class, filled recording by "
+                                                       "recording (default: no cap)")
+    run.add_argument("--batch-size", type=int, default=32, help="windows per kernel call (default: 32)")
+    run.add_argument("--overwrite", action="store_true",
+                     help="replace an existing cache at OUT: the new one is built beside it and swapped in only "
+                          "once complete (default: resume or extend OUT)")
+    run.add_argument("--no-progress", action="store_true",
+                     help="no progress bar (it also hides itself when not on a terminal)")
     p.set_defaults(run=_run_build)
 
 
-def _threshold(text: str):
-    return None if text.lower() == "none" else float(text)
+def recipe_from_args(args, samples: bool = False):
+    """(SpectrogramConfig, StorageOptions or None) from --preset, --recipe and the flags."""
+    from .cache.format import StorageOptions
+    from .config import SpectrogramConfig
+    from .options import given
+    from .recipes import build_recipe, load_recipe
+
+    spectrogram, storage = given(args, SpectrogramConfig), given(args, StorageOptions)
+    if args.recipe:
+        config, stored = load_recipe(args.recipe)
+        if args.preset != "chirpid":
+            from .errors import ConfigError
+
+            raise ConfigError("--recipe names its own preset (preset = ... in the file); leave --preset out")
+        config, stored = build_recipe("chirpid", {**config.to_dict(), **spectrogram},
+                                      {**stored.to_dict(), **storage})
+    else:
+        if "window_seconds" in spectrogram and "hop_seconds" not in spectrogram:
+            spectrogram["hop_seconds"] = spectrogram["window_seconds"]  # no gaps, no overlap
+        if samples:
+            spectrogram.setdefault("pad_short", True)
+        config, stored = build_recipe(args.preset, spectrogram, storage)
+    explicit = bool(args.recipe or storage)
+    return config, stored if explicit else None
 
 
 def _run_build(args) -> int:
     from .cache import build_cache
-    from .config import SpectrogramConfig
-    from .manifest import samples_dir
+    from .errors import BuildError
+    from .inputs import ColumnMap, samples_dir
 
     if args.samples:
         if len(args.paths) != 1:
@@ -96,20 +148,19 @@ def _run_build(args) -> int:
         raise SystemExit("chirpid-io build-cache: give SOURCE and OUT (or --samples OUT)")
     else:
         source, out = args.paths
-    config = SpectrogramConfig(
-        window_seconds=args.window_seconds,
-        hop_seconds=args.hop_seconds or args.window_seconds,
-        pad_short=args.pad_short or args.samples,
-        energy_threshold=args.energy_threshold,
-        storage_dtype=args.dtype,
-    )
-    from .errors import BuildError
-
+    config, storage = recipe_from_args(args, samples=args.samples)
+    roles = {role: getattr(args, f"{role}_column") for role in ("path", "label", "group", "labels")}
+    columns = None
+    if any(roles.values()):
+        defaults = ColumnMap()
+        columns = ColumnMap(**{k: v if v is not None else getattr(defaults, k) for k, v in roles.items()})
     try:
         report = build_cache(
             source, out, config, backend=args.backend, device=args.device, workers=args.workers,
-            max_per_class=args.max_per_class, batch_size=args.batch_size, audio_root=args.audio_root,
-            class_map=args.class_map, overwrite=args.overwrite, progress=False if args.no_progress else None,
+            max_per_class=args.max_per_class, batch_size=args.batch_size, storage=storage, audio_root=args.audio_root,
+            class_map=args.class_map, columns=columns, kind=args.input_kind,
+            allow_outside_root=args.allow_outside_root, overwrite=args.overwrite,
+            progress=False if args.no_progress else None,
         )
     except BuildError as exc:
         if exc.report is not None:
@@ -120,59 +171,80 @@ def _run_build(args) -> int:
 
 
 def _add_inspect(commands) -> None:
-    p = commands.add_parser("inspect", help="show a cache's config, counts per class, codecs and sizes")
-    p.add_argument("cache")
-    p.add_argument("--json", action="store_true", help="print the attributes as JSON")
+    p = commands.add_parser(
+        "inspect", help="show a cache's recipe, counts per class, codecs and sizes",
+        description="Show what a cache holds: its recipe and fingerprint, windows and recordings, windows per "
+                    "class (as the primary label and as any label), the input's extra columns, codecs and bytes. "
+                    "--recipe prints the recipe as a file that build-cache --recipe reads; --json the attributes.")
+    p.add_argument("cache", help="cache folder")
+    shown_as = p.add_mutually_exclusive_group()
+    shown_as.add_argument("--json", action="store_true", help="print the attributes as JSON (default: a summary)")
+    shown_as.add_argument("--recipe", action="store_true",
+                          help="print the recipe (TOML) that rebuilds this cache's fingerprint (default: a summary)")
     p.set_defaults(run=_run_inspect)
 
 
 def _run_inspect(args) -> int:
     from .cache import open_cache
+    from .recipes import recipe_text
 
     cache = open_cache(args.cache)
     if args.json:
         print(json.dumps(cache.attrs, indent=2))
         return 0
+    if args.recipe:
+        print(recipe_text(cache.config, cache.storage), end="")
+        return 0
     counts = cache.attrs["counts"]
-    size = sum(p.stat().st_size for p in Path(cache.path).rglob("*") if p.is_file())
-    specs = cache.specs
+    size = sum(p.stat().st_size for p in Path(cache.path).rglob("*") if p.is_file() and not p.is_symlink())
+    base = {"window_id", "recording_id", "path", "label", "class_name", "labels", "group", "start_seconds", "rms"}
+    extra = [c for c in cache.windows.column_names if c not in base]
     lines = [
-        f"cache {cache.path} (format {cache.attrs['format_version']}, fingerprint {cache.fingerprint})",
-        f"windows: {len(cache)} x {specs.shape[1]} mels x {specs.shape[2]} frames, {specs.dtype}",
+        f"cache {shown(cache.path)} (format {cache.attrs['format_version']}, fingerprint {cache.fingerprint})",
+        f"windows: {len(cache)} x {cache.config.n_mels} mels x {cache.config.frames} frames, {cache.config.storage_dtype}",
         f"recordings: {counts['recordings']} ({counts['skipped_recordings']} skipped)",
-        f"storage: {cache.chunk_windows} window(s) per chunk, {cache.shard_windows} per shard file; "
-        f"codecs: {', '.join(_codec_names(specs))}",
+        f"storage: {cache.chunk_windows} window(s) per chunk, {cache.shard_windows} per shard file; codecs: "
+        + ", ".join(_codec_names(cache)),
         f"size on disk: {size / 2**20:.2f} MiB ({size / max(len(cache), 1) / 1024:.1f} KiB per window)",
-        "config: " + ", ".join(f"{k}={v}" for k, v in cache.config.to_dict().items()),
-        "windows per class:",
+        "recipe: " + ", ".join(f"{k}={v}" for k, v in cache.config.to_dict().items()),
+        "input columns kept on each window: " + (", ".join(map(shown, extra)) if extra else "none"),
+        f"windows per class (primary label, any label):",
     ]
-    lines += [f"  {name:30s} {n}" for name, n in counts["per_class"].items()]
+    any_label = counts.get("per_class_any", {})
+    lines += [f"  {shown(name):30s} {n:>7} {any_label.get(name, n):>7}" for name, n in counts["per_class"].items()]
     print("\n".join(lines))
     return 0
 
 
-def _codec_names(array) -> list[str]:
-    """Each inner codec as ``name(setting=value, ...)``, from its zarr metadata."""
-    codecs = array.metadata.codecs
-    inner = getattr(codecs[0], "codecs", codecs)  # inside the sharding codec
+def _codec_names(cache) -> list[str]:
+    """Each inner codec as ``name(setting=value, ...)``, from the cache's ``specs`` metadata."""
+    from .cache import format as fmt
+
+    meta = fmt.specs_metadata(0, cache.config.shape, cache.config.storage_dtype, cache.storage)
     names = []
-    for codec in inner:
-        spec = codec.to_dict()
-        settings = ", ".join(f"{k}={v}" for k, v in (spec.get("configuration") or {}).items())
-        names.append(f"{spec['name']}({settings})" if settings else spec["name"])
+    for codec in meta["codecs"][0]["configuration"]["codecs"]:
+        settings = ", ".join(f"{k}={v}" for k, v in (codec.get("configuration") or {}).items())
+        names.append(f"{codec['name']}({settings})" if settings else codec["name"])
     return names
 
 
 def _add_verify(commands) -> None:
-    p = commands.add_parser("verify", help="check every chunk's checksum and the tables (exit 1 on damage)")
-    p.add_argument("cache")
+    p = commands.add_parser(
+        "verify", help="check a cache against its own claims (exit 1 on damage)",
+        description="Read every chunk (each carries a CRC32C), recompute the per-band sums from every stored value "
+                    "and compare them with the stored statistics, and check the metadata, the arrays and the tables "
+                    "against each other: links, FIFOs, missing or truncated files, edited attributes, labels "
+                    "outside the classes. Prints ok, or every finding with its file (exit 1).")
+    p.add_argument("cache", help="cache folder")
+    p.add_argument("--no-progress", action="store_true",
+                   help="no progress bar (it also hides itself when not on a terminal)")
     p.set_defaults(run=_run_verify)
 
 
 def _run_verify(args) -> int:
     from .cache import verify_cache
 
-    report = verify_cache(args.cache, progress=None)
+    report = verify_cache(args.cache, progress=False if args.no_progress else None)
     if report.ok:
         print(f"{shown(report.path)}: ok ({report.chunks_checked} chunks checked)")
         return 0
@@ -194,9 +266,13 @@ def main(argv: list[str] | None = None) -> int:
         print(f"chirpid-io {args.command}: error: {shown(exc)}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
-        print(f"chirpid-io {args.command}: interrupted; run the same command again to resume",
-              file=sys.stderr)
+        print(f"chirpid-io {args.command}: interrupted; run the same command again to resume", file=sys.stderr)
         return 130
+    except BrokenPipeError:
+        # the reader of our output went away (`inspect --json | head`): stop quietly, as
+        # cat does; point stdout at /dev/null so the interpreter's final flush is silent
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141
 
 
 if __name__ == "__main__":

@@ -11,7 +11,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from .errors import ConfigError
 
@@ -37,26 +37,33 @@ class SpectrogramConfig:
     every window.
     """
 
-    sample_rate: int = 32_000
-    window_seconds: float = 5.0
-    hop_seconds: float = 5.0
-    n_fft: int = 2048
-    win_length: int = 2048
-    hop_length: int = 512
-    n_mels: int = 224
-    fmin: float = 0.0
-    fmax: float = 16_000.0
-    mel_scale: str = "slaney"
-    mel_norm: str | None = "slaney"
-    power: float = 2.0
-    center: bool = True
-    pad_mode: str = "constant"
-    amin: float = 1e-10
-    top_db: float | None = 80.0
-    scaling: str = "minmax"
-    energy_threshold: float | None = 0.75
-    pad_short: bool = False
-    storage_dtype: str = "uint8"
+    sample_rate: int = field(default=32_000, metadata={"help": "sample rate recordings are resampled to (Hz)"})
+    window_seconds: float = field(default=5.0, metadata={"help": "window length (s)"})
+    hop_seconds: float = field(default=5.0, metadata={"help": "seconds between window starts (less than the "
+                                                      "window: overlap)"})
+    n_fft: int = field(default=2048, metadata={"help": "FFT size (samples)"})
+    win_length: int = field(default=2048, metadata={"help": "Hann window length (samples, <= n_fft)"})
+    hop_length: int = field(default=512, metadata={"help": "STFT hop (samples)"})
+    n_mels: int = field(default=224, metadata={"help": "mel bands"})
+    fmin: float = field(default=0.0, metadata={"help": "lowest mel frequency (Hz)"})
+    fmax: float = field(default=16_000.0, metadata={"help": "highest mel frequency (Hz, <= sample_rate / 2)"})
+    mel_scale: str = field(default="slaney", metadata={"help": "mel scale", "choices": MEL_SCALES})
+    mel_norm: str | None = field(default="slaney", metadata={"help": "mel filter normalisation ('none': peak 1)",
+                                                             "choices": MEL_NORMS})
+    power: float = field(default=2.0, metadata={"help": "exponent of the magnitude (2: power)"})
+    center: bool = field(default=True, metadata={"help": "centre frames (pad n_fft // 2 at both ends)"})
+    pad_mode: str = field(default="constant", metadata={"help": "padding when centring", "choices": PAD_MODES})
+    amin: float = field(default=1e-10, metadata={"help": "floor of the power before the log"})
+    top_db: float | None = field(default=80.0, metadata={"help": "dB below each clip's peak where values are "
+                                                          "floored ('none': no floor)"})
+    scaling: str = field(default="minmax", metadata={"help": "minmax: each clip's dB image to [0, 1]; db: the "
+                                                     "floored dB values", "choices": SCALINGS})
+    energy_threshold: float | None = field(default=0.75, metadata={
+        "help": "keep windows whose RMS exceeds this times the recording's mean frame RMS ('none' keeps all)"})
+    pad_short: bool = field(default=False, metadata={"help": "zero-pad recordings shorter than one window to one "
+                                                      "instead of skipping them"})
+    storage_dtype: str = field(default="uint8", metadata={"help": "stored values: uint8 (rounded) or float16",
+                                                          "choices": STORAGE_DTYPES})
 
     def __post_init__(self) -> None:
         for name in ("sample_rate", "n_fft", "win_length", "hop_length", "n_mels"):
@@ -165,16 +172,23 @@ def _check_choice(name: str, value, choices: tuple) -> None:
         raise ConfigError(f"{name} must be one of {choices}, got {value!r}")
 
 
+#: Named recipes. ``chirpid`` is the old ChirpID recipe (the default). ``birdclef`` is the
+#: front end of PANNs' Cnn14 at 32 kHz (Kong et al. 2020, "PANNs: Large-Scale Pretrained
+#: Audio Neural Networks", github.com/qiuqiangkong/audioset_tagging_cnn: a 1024-point Hann
+#: window, hop 320, 50 Hz to 14 kHz, reflect padding) with 128 mel bands, as the PANNs-based
+#: sound-event-detection models of BirdCLEF 2021-2023 solutions used it; with 5 s windows
+#: and no energy filter (every window of a soundscape stays). Unlike PANNs, whose dB are
+#: relative to 1.0, chirpid-io refers each clip to its own peak and floors at -80 dB.
 PRESETS: dict[str, SpectrogramConfig] = {
     "chirpid": SpectrogramConfig(),
+    "birdclef": SpectrogramConfig(n_fft=1024, win_length=1024, hop_length=320, n_mels=128, fmin=50.0,
+                                  fmax=14_000.0, pad_mode="reflect", energy_threshold=None),
 }
 
 
 def preset(name: str) -> SpectrogramConfig:
-    """A named configuration; ``"chirpid"`` is the old recipe."""
+    """A named configuration: ``"chirpid"`` (the old recipe) or ``"birdclef"``."""
     try:
         return PRESETS[name]
     except KeyError:
-        raise ConfigError(
-            f"unknown preset {name!r}; choose one of {', '.join(sorted(PRESETS))}"
-        ) from None
+        raise ConfigError(f"unknown preset {name!r}; choose one of {', '.join(sorted(PRESETS))}") from None

@@ -50,7 +50,6 @@ from __future__ import annotations
 import csv
 import os
 import time
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import NamedTuple
@@ -59,7 +58,8 @@ import numpy as np
 
 from .config import SpectrogramConfig
 from .errors import ManifestError
-from .manifest import discover, parse_class_id
+from .inputs.legacy_png import CLASSES_CSV, PNG_DIR, RECORDINGS_CSV, WINDOWS_CSV  # noqa: F401 - public names
+from .manifest import discover
 
 #: The old recipe; the legacy path never takes another one.
 RECIPE = SpectrogramConfig()
@@ -78,10 +78,8 @@ RECORDING_COLUMNS = (
     "primary_label", "scientific_name", "common_name", "filename", "author",
     "usable_segments", "class_id",
 )
-#: File and folder names written by :func:`legacy_preprocess`.
-WINDOWS_CSV, CLASSES_CSV, RECORDINGS_CSV, PNG_DIR = (
-    "spectrograms.csv", "classes.csv", "recordings.csv", "spectrograms",
-)
+#: File and folder names written by :func:`legacy_preprocess` come from the one reader of
+#: old sets: ``CLASSES_CSV, PNG_DIR, RECORDINGS_CSV, WINDOWS_CSV`` (imported above).
 
 
 # --------------------------------------------------------------------------- the recipe
@@ -275,57 +273,17 @@ def read_legacy_dataset(
     class_map: str | os.PathLike | None = None,
     workers: int | None = None,
 ) -> LegacyDataset:
-    """Read an old set: the per-window CSV (``filename, class_id, author``) and its PNGs.
+    """Read a whole old set into memory: the per-window CSV (``filename, class_id,
+    author``) and every PNG, through the one reader of old sets
+    (:func:`chirpid_io.inputs.legacy_png.read_set`, which finds ``png_dir`` and the class
+    map when not given and names any missing column, bad row or PNG of the wrong size).
+    The cache import reads recording by recording instead, in bounded memory."""
+    from .inputs.legacy_png import read_set
 
-    ``png_dir`` defaults to the CSV's folder, or its ``spectrograms/`` sub-folder when the
-    first PNG is there. ``class_map`` defaults to ``classes.csv`` beside the CSV when it
-    exists. PNGs are decoded by Pillow on ``workers`` threads into one preallocated array;
-    non-grayscale PNGs are converted to 8-bit grayscale as the old loader did. Raises
-    ManifestError naming the missing column, the bad row, the missing PNG or the PNG of
-    the wrong size.
-    """
-    csv_path = Path(csv_path)
-    rows = _read_window_table(csv_path)
-    filenames, labels, authors = [], [], []
-    for i, row in enumerate(rows):
-        filenames.append(row["filename"])
-        labels.append(_int_cell(csv_path, i, row["class_id"]))
-        authors.append(row["author"] or "unknown")
-    if png_dir is None:
-        nested = csv_path.parent / PNG_DIR
-        first = filenames[0] if filenames else ""
-        png_dir = nested if (nested / first).is_file() else csv_path.parent
-    png_dir = Path(png_dir)
-    paths = [png_dir / name for name in filenames]
-    absent = [p for p in paths if not p.is_file()]
-    if absent:
-        raise ManifestError(
-            f"{absent[0]}: listed in {csv_path} but missing ({len(absent)} of {len(paths)} "
-            f"PNGs missing). Fix: restore the file(s), pass the folder that holds them as "
-            f"png_dir, or remove their rows"
-        )
-    names = _read_class_names(class_map, csv_path, labels)
-
-    height, width = RECIPE.shape
-    images = np.empty((len(paths), height, width), dtype=np.uint8)
-
-    def read(i: int) -> None:
-        from PIL import Image
-
-        with Image.open(paths[i]) as img:
-            if img.size != (width, height):
-                raise ManifestError(
-                    f"{paths[i]}: {img.size[0]} wide x {img.size[1]} high, expected {width} x "
-                    f"{height} (313 frames x 224 mel bands). Fix: remove its row; it was not "
-                    f"made with the old recipe"
-                )
-            images[i] = np.asarray(img if img.mode == "L" else img.convert("L"))
-
-    # Pillow releases the GIL while it inflates, so threads overlap the decoding.
-    workers = workers or min(8, os.cpu_count() or 1)
-    with ThreadPoolExecutor(max_workers=workers) as pool:
-        list(pool.map(read, range(len(paths))))
-    return LegacyDataset(images, np.asarray(labels, dtype=np.int64), filenames, authors, names)
+    legacy = read_set(csv_path, png_dir, class_map)
+    images = legacy.images(range(len(legacy.filenames)), workers=workers)
+    return LegacyDataset(images, legacy.class_ids.astype(np.int64), list(legacy.filenames), list(legacy.authors),
+                         dict(legacy.class_names))
 
 
 # --------------------------------------------------------------------------- loading
@@ -355,10 +313,11 @@ class LegacyPNGDataset:
         seed: int | None = None,
         stats: tuple[float, float] | None = None,
     ):
-        csv_path = Path(csv_path)
-        rows = _read_window_table(csv_path)
-        self.paths = [str(Path(png_dir) / row["filename"]) for row in rows]
-        self.labels = [_int_cell(csv_path, i, row["class_id"]) for i, row in enumerate(rows)]
+        from .inputs.legacy_png import read_set
+
+        legacy = read_set(csv_path, png_dir)
+        self.paths = [str(legacy.png_dir / name) for name in legacy.filenames]
+        self.labels = legacy.class_ids.tolist()
         self.augment = augment
         self.mean, self.std = stats if stats is not None else self._stats(seed)
 
@@ -449,55 +408,3 @@ def _write_csv(path: Path, columns: tuple[str, ...], rows) -> None:
     os.replace(tmp, path)
 
 
-def _read_csv(path: Path) -> tuple[list[str], list[dict[str, str]]]:
-    if not path.is_file():
-        raise ManifestError(f"{path}: no such CSV file. Fix: pass the old window table")
-    with path.open(newline="", encoding="utf-8-sig") as f:
-        reader = csv.DictReader(f)
-        columns = [c.strip() for c in reader.fieldnames or []]
-        reader.fieldnames = columns
-        rows = [
-            {k: (v or "").strip() for k, v in row.items() if k is not None}
-            for row in reader
-            if any((v or "").strip() for v in row.values() if isinstance(v, str))
-        ]
-    return columns, rows
-
-
-def _int_cell(path: Path, i: int, text: str) -> int:
-    return parse_class_id(text, f"{path}, data row {i + 1}")
-
-
-def _read_window_table(csv_path: Path) -> list[dict[str, str]]:
-    """The rows of an old per-window CSV, refused (naming the columns) if it is not one."""
-    columns, rows = _read_csv(csv_path)
-    missing = [c for c in WINDOW_COLUMNS if c not in columns]
-    if missing:
-        raise ManifestError(
-            f"{csv_path}: missing column(s) {', '.join(map(repr, missing))} (it has "
-            f"{', '.join(map(repr, columns))}). Fix: an old window table needs "
-            f"'filename', 'class_id' and 'author'"
-        )
-    return rows
-
-
-def _read_class_names(
-    class_map: str | os.PathLike | None, csv_path: Path, labels: list[int]
-) -> dict[int, str]:
-    path = Path(class_map) if class_map is not None else csv_path.parent / CLASSES_CSV
-    if class_map is None and not path.is_file():
-        return {i: str(i) for i in sorted(set(labels))}
-    columns, rows = _read_csv(path)
-    if "class_id" not in columns or "scientific_name" not in columns:
-        raise ManifestError(
-            f"{path}: a class map needs columns 'class_id' and 'scientific_name' (it has "
-            f"{', '.join(map(repr, columns))}). Fix: add them, or pass class_map explicitly"
-        )
-    names = {_int_cell(path, i, row["class_id"]): row["scientific_name"] for i, row in enumerate(rows)}
-    unknown = sorted(set(labels) - set(names))
-    if unknown:
-        raise ManifestError(
-            f"{csv_path}: class_id(s) {unknown[:8]} are not in the class map {path}. Fix: add "
-            f"them to the class map"
-        )
-    return names

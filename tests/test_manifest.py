@@ -122,21 +122,33 @@ def test_empty_folder_refused(tmp_path: Path, layout: dict, hint: str) -> None:
     assert str(tmp_path) in str(info.value)
 
 
-def test_folder_symlink_out_refused(tmp_path: Path) -> None:
-    outside = touch(tmp_path / "secret" / "s.wav")
+def test_folder_links_are_followed_wherever_they_point(tmp_path: Path) -> None:
+    outside = touch(tmp_path / "shared" / "s.wav")
+    touch(tmp_path / "mnt" / "duck" / "d1.wav")
     root = tmp_path / "set"
     touch(root / "owl" / "ok.wav")
-    (root / "owl" / "link.wav").symlink_to(outside)
-    with pytest.raises(ManifestError, match="symlink") as info:
-        from_folder(root)
-    assert "owl/link.wav" in str(info.value)
+    (root / "owl" / "link.wav").symlink_to(outside)  # a file elsewhere (a Kaggle input, a share)
+    (root / "duck").symlink_to(tmp_path / "mnt" / "duck")  # a whole class folder
+    (root / "owl" / "night").symlink_to(tmp_path / "mnt" / "duck")  # a sub-folder
+    (root / "owl" / "loop").symlink_to(root / "owl")  # back to an ancestor: walked once
+    (root / "owl" / "gone.wav").symlink_to(tmp_path / "nowhere.wav")
+    (root / "owl" / "circle.wav").symlink_to(root / "owl" / "circle.wav")
+    m = from_folder(root)
+    by_rel = {r.relpath: r for r in m.recordings}
+    assert sorted(by_rel) == ["duck/d1.wav", "owl/circle.wav", "owl/gone.wav", "owl/link.wav", "owl/night/d1.wav",
+                              "owl/ok.wav"]
+    assert by_rel["owl/link.wav"].problem == "" and by_rel["owl/link.wav"].path.read_bytes() == b"x"
+    assert "which does not exist" in by_rel["owl/gone.wav"].problem
+    assert by_rel["owl/circle.wav"].problem == "is a symbolic link loop"
+    # the same file reached twice (class folder and sub-folder links): read once
+    assert by_rel["duck/d1.wav"].problem == "" and "same file as duck/d1.wav" in by_rel["owl/night/d1.wav"].problem
 
 
-def test_folder_symlink_inside_duplicate_refused(tmp_path: Path) -> None:
+def test_folder_duplicate_through_a_link_is_listed_once(tmp_path: Path) -> None:
     real = touch(tmp_path / "owl" / "a.wav")
     (tmp_path / "owl" / "b.wav").symlink_to(real)
-    with pytest.raises(ManifestError, match="same file"):
-        from_folder(tmp_path)
+    m = from_folder(tmp_path)
+    assert [r.problem for r in m.recordings] == ["", "is the same file as owl/a.wav (through a symbolic link); listed once"]
 
 
 # ----------------------------------------------------------------------------- tables
@@ -257,23 +269,27 @@ def test_path_escape_refused(tmp_path: Path, entry: str) -> None:
         from_table(table, audio_root=root)
 
 
-def test_symlink_out_refused(tmp_path: Path) -> None:
+def test_links_under_the_root_are_followed_and_escapes_need_the_opt_in(tmp_path: Path) -> None:
     root = tmp_path / "root"
     outside = touch(tmp_path / "secret.wav")
     root.mkdir()
     (root / "link.wav").symlink_to(outside)
     (root / "dirlink").symlink_to(tmp_path)
-    for entry in ["link.wav", "dirlink/secret.wav"]:
-        table = write_csv(tmp_path / "t.csv", ["path", "label"], [[entry, "k"]])
-        with pytest.raises(ManifestError, match=r"data row 1 .*symlink to .*secret\.wav"):
-            from_table(table, audio_root=root)
+    table = write_csv(tmp_path / "t.csv", ["path", "label"], [["link.wav", "k"], ["dirlink/secret.wav", "j"]])
+    m = from_table(table, audio_root=root)
+    assert [r.problem for r in m.recordings] == ["", "is the same file as link.wav (through a symbolic link); listed once"]
+    written_out = write_csv(tmp_path / "out.csv", ["path", "label"], [["../secret.wav", "k"]])
+    with pytest.raises(ManifestError, match=r"data row 1 .*outside the audio root .*--allow-outside-root"):
+        from_table(written_out, audio_root=root)
+    allowed = from_table(written_out, audio_root=root, allow_outside_root=True)
+    assert allowed.recordings[0].path == outside and allowed.recordings[0].relpath == str(outside)
 
 
 def test_symlink_inside_root_allowed(tmp_path: Path) -> None:
     real = touch(tmp_path / "store" / "r.wav")
     (tmp_path / "link.wav").symlink_to(real)
     table = write_csv(tmp_path / "t.csv", ["path", "label"], [["link.wav", "k"]])
-    assert from_table(table).recordings[0].path == real.resolve()
+    assert from_table(table).recordings[0].path.resolve() == real.resolve()
 
 
 # ----------------------------------------------------------------------------- ChirpID
@@ -383,11 +399,11 @@ def legacy_set(tmp_path: Path) -> tuple[Path, Path]:
     pngs = tmp_path / "spectrograms"
     touch(pngs / "XC592536_17_17.png")
     touch(pngs / "XC592536_18_18.png")
+    touch(pngs / "XC000001_0_0.png")
     table = write_csv(
         tmp_path / "windows.csv",
         ["filename", "class_id", "author"],
-        [["XC592536_17_17.png", 3, "Ann"], ["XC592536_18_18.png", 3, "Ann"],
-         ["XC000001_0_0.png", 1, "Bo"]],  # missing PNG: the legacy reader reports it
+        [["XC592536_17_17.png", 3, "Ann"], ["XC592536_18_18.png", 3, "Ann"], ["XC000001_0_0.png", 1, "Bo"]],
     )
     return table, pngs
 
@@ -396,17 +412,20 @@ def test_legacy_png_detected(tmp_path: Path) -> None:
     table, pngs = legacy_set(tmp_path)
     m = discover(table)  # the PNG folder is found next to the CSV
     assert m.kind == "legacy_png"
-    assert m.legacy == (table.resolve(), pngs.resolve())
+    assert m.legacy.csv_path == table.resolve() and m.legacy.png_dir == pngs.resolve()
     assert m.root == pngs.resolve()
-    assert m.recordings == [] and m.class_names == []
-    explicit = from_legacy_csv(table, pngs)
-    assert explicit.legacy == m.legacy
-    assert discover(table, audio_root=pngs).legacy == m.legacy
+    # no recordings.csv: consecutive windows of one class and author form a recording
+    assert [(r.relpath, r.label, r.group) for r in m.recordings] == [("recording-00001", "3", "Ann"),
+                                                                     ("recording-00002", "1", "Bo")]
+    assert [rec.rows for rec in m.legacy.recordings] == [[0, 1], [2]]
+    assert m.class_names == ["1", "3"] and "consecutive windows" in m.notes[0]
+    assert from_legacy_csv(table, pngs).legacy.recordings == m.legacy.recordings
+    assert discover(table, audio_root=pngs).legacy.png_dir == pngs.resolve()
 
 
 def test_legacy_png_refusals(tmp_path: Path) -> None:
     table, pngs = legacy_set(tmp_path)
-    with pytest.raises(ManifestError, match="none of the 3 listed PNGs"):
+    with pytest.raises(ManifestError, match=r"listed in .* but missing \(3 of 3 PNGs missing\)"):
         from_legacy_csv(table, tmp_path)  # the wrong folder
     mixed = write_csv(tmp_path / "mixed.csv", ["filename", "class_id", "author"],
                       [["XC592536_17_17.png", 3, "Ann"], ["XC1.ogg", 3, "Ann"]])

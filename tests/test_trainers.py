@@ -414,10 +414,10 @@ def test_classify_on_cuda_matches_cpu(trained, cache, tmp_path):
 def test_train_and_predict_commands(cache, tmp_path, capsys):
     import json
 
-    from chirpid_io.trainers.cli import main
+    from chirpid_io.cli import main
 
     registry = tmp_path / "models"
-    args = ["train", str(cache.path), str(registry), "--name", "birds", "--epochs", "2", "--width", "4",
+    args = ["train", str(cache.path), str(registry), "--name", "birds", "--epochs", "2", "--model-arg", "width=4",
             "--device", "cpu", "--amp", "off", "--log", str(tmp_path / "run.jsonl")]
     assert main(args) == 0
     out = capsys.readouterr().out

@@ -85,7 +85,7 @@ def rewrite_vector(cache: Path, name: str, values: np.ndarray) -> None:
 
 # --------------------------------------------------------------------------- models, checkpoints
 
-TRAIN_CONFIG = ["--epochs", "2", "--width", "4", "--device", "cpu", "--amp", "off", "--batch-size", "16",
+TRAIN_CONFIG = ["--epochs", "2", "--model-arg", "width=4", "--device", "cpu", "--amp", "off", "--batch-size", "16",
                 "--no-progress"]
 
 

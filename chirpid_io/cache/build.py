@@ -22,10 +22,11 @@ import numpy as np
 
 from ..config import SpectrogramConfig
 from ..errors import BuildError, CacheError
-from ..manifest import Manifest, Recording, discover
+from ..manifest import Recording, discover
 from ..text import shown
 from . import format as fmt
-from .decode import Decoded, decode_recording
+from .decode import EMPTY_INFO, Decoded, decode_recording
+from .legacy_import import import_legacy
 from .format import StorageOptions
 from .writer import CacheWriter
 
@@ -85,14 +86,19 @@ def build_cache(
     storage: StorageOptions | None = None,
     audio_root=None,
     class_map=None,
+    columns=None,
+    kind: str | None = None,
+    allow_outside_root: bool = False,
     overwrite: bool = False,
     progress: bool | None = None,
 ) -> BuildReport:
     """Build (or finish, or extend) the cache at ``out`` from ``source``.
 
-    ``source``: a folder with one sub-folder per class, a ChirpID recording CSV, a
-    ``path, label[, group]`` CSV/Parquet table (``audio_root`` resolves its paths), or an
-    old PNG/CSV spectrogram set (imported as it is). Recordings already in the cache are
+    ``source``, ``audio_root``, ``class_map``, ``columns``, ``kind`` and
+    ``allow_outside_root`` are read by :func:`chirpid_io.inputs.discover`: a folder with
+    one sub-folder per class, a BirdCLEF metadata table, a ``path, label[, group]`` table
+    (or any table with its columns named), the old ChirpID recording table, or an old
+    PNG/CSV spectrogram set (imported as it is). Recordings already in the cache are
     left alone, so running the same command again resumes a killed build or appends new
     recordings. ``overwrite=True`` builds a new cache beside ``out`` and replaces ``out``
     with it only once it is complete (a killed overwrite resumes with the same call).
@@ -105,7 +111,8 @@ def build_cache(
     """
     started = time.perf_counter()
     config = config or SpectrogramConfig()
-    manifest = discover(source, audio_root=audio_root, class_map=class_map)
+    manifest = discover(source, audio_root=audio_root, class_map=class_map, columns=columns, kind=kind,
+                        allow_outside_root=allow_outside_root)
     device = _default_device(device)
     from ..kernels import resolve_backend
 
@@ -113,6 +120,7 @@ def build_cache(
     out = Path(out)
     target = _overwrite_target(out, config) if overwrite else out
     report = BuildReport(out, backend=backend, device=device)
+    report.notes += manifest.notes
     with CacheWriter(target, config, storage) as writer:
         report.notes += writer.notes
         done = writer.committed_paths()
@@ -121,7 +129,7 @@ def build_cache(
         report.recordings_already_cached = len(manifest.recordings) - len(todo)
         writer.register_classes(manifest.class_names)
         if manifest.kind == "legacy_png":
-            _import_legacy(manifest, writer, report)
+            import_legacy(manifest.legacy, todo, writer, report, progress)
         else:
             _build_from_audio(todo, writer, config, report, backend=backend, device=device,
                               workers=workers, max_per_class=max_per_class,
@@ -257,12 +265,14 @@ def _store(batch, writer: CacheWriter, config, report, backend, device) -> None:
         images = images.cpu().numpy()
     offset = 0
     for rec, decoded in batch:
-        row = {"path": rec.relpath, "class_name": rec.label, "group": rec.group, **decoded.info}
+        row = {"path": rec.relpath, "class_name": rec.label, "group": rec.group, **decoded.info,
+               "source": dict(rec.source)}
         cut = decoded.windows
         n = 0 if cut is None else len(cut.samples)
         if n == 0:
             reason = decoded.reason or "all windows over --max-per-class"
-            writer.add_recording({**row, "status": "skipped" if decoded.reason else "capped", "reason": reason})
+            writer.add_recording({**row, "status": "skipped" if decoded.reason else "capped", "reason": reason},
+                                 secondary=rec.secondary)
             if decoded.reason:
                 report.skipped.append((rec.relpath, reason))
             continue
@@ -273,7 +283,7 @@ def _store(batch, writer: CacheWriter, config, report, backend, device) -> None:
         writer.add_recording(
             {**row, "status": "ok", "reason": reason},
             to_storage(mine[finite], config.storage_dtype),
-            cut.start_seconds[finite], cut.rms[finite],
+            cut.start_seconds[finite], cut.rms[finite], secondary=rec.secondary,
         )
         report.recordings_added += 1
         report.windows_added += int(finite.sum())
@@ -291,58 +301,23 @@ def _decode_in_order(recordings: list[Recording], config, workers) -> Iterator[t
         workers = os.cpu_count() or 1
     if workers <= 0 or len(recordings) <= 1:
         for rec in recordings:
-            yield rec, decode_recording(rec.path, config)
+            yield rec, _decode(rec, config)
         return
     with ThreadPoolExecutor(workers, thread_name_prefix="chirpid-decode") as pool:
         queue = iter(recordings)
-        in_flight = deque((rec, pool.submit(decode_recording, rec.path, config))
-                          for rec in itertools.islice(queue, 2 * workers))
+        in_flight = deque((rec, pool.submit(_decode, rec, config)) for rec in itertools.islice(queue, 2 * workers))
         while in_flight:
             rec, future = in_flight.popleft()
             following = next(queue, None)
             if following is not None:
-                in_flight.append((following, pool.submit(decode_recording, following.path, config)))
+                in_flight.append((following, pool.submit(_decode, following, config)))
             yield rec, future.result()
 
 
-def _import_legacy(manifest: Manifest, writer: CacheWriter, report: BuildReport) -> None:
-    """Store an old PNG/CSV set as it is, without recomputing.
-
-    The PNGs hold ``uint8(value * 255)`` (truncated, not rounded); they are stored
-    unchanged, so the loader yields exactly what the old training read. Windows named
-    ``{recording}_{i}_{i}.png`` are grouped back into their recording.
-    """
-    import re
-
-    from ..legacy import read_legacy_dataset
-
-    csv, png_dir = manifest.legacy
-    data = read_legacy_dataset(csv, png_dir)
-    writer.register_classes(data.class_names[i] for i in sorted(data.class_names))
-    by_recording: dict[str, list[int]] = {}
-    for row, name in enumerate(data.filenames):
-        match = re.fullmatch(r"(.+)_(\d+)_\d+\.png", Path(name).name)
-        stem = match.group(1) if match else Path(name).stem
-        by_recording.setdefault(str(Path(name).parent / stem), []).append(row)
-    done = writer.committed_paths()
-    seconds = writer.config.hop_seconds
-    for recording, rows in by_recording.items():
-        if recording in done:
-            report.recordings_already_cached += 1
-            continue
-        starts = [_window_index(data.filenames[r]) * seconds for r in rows]
-        writer.add_recording(
-            {"path": recording, "class_name": data.class_names[int(data.labels[rows[0]])],
-             "group": data.authors[rows[0]], "status": "ok", "reason": "imported from PNG"},
-            data.images[rows], starts, [float("nan")] * len(rows),
-        )
-        report.recordings_added += 1
-        report.windows_added += len(rows)
-
-
-def _window_index(filename: str) -> int:
-    parts = Path(filename).stem.rsplit("_", 2)
-    return int(parts[1]) if len(parts) == 3 and parts[1].isdigit() else 0
+def _decode(rec: Recording, config) -> Decoded:
+    if rec.problem:  # known before opening it: a dangling link, a duplicate through a link
+        return Decoded(None, dict(EMPTY_INFO), rec.problem)
+    return decode_recording(rec.path, config)
 
 
 def _no_bar(progress: bool | None) -> bool | None:

@@ -20,10 +20,14 @@ class Decoded:
     reason: str = ""
 
 
+#: The description of a recording that could not be read.
+EMPTY_INFO = {"duration_seconds": None, "sample_rate": None, "channels": None, "size_bytes": None,
+              "content_hash": None}
+
+
 def decode_recording(path: Path, config: SpectrogramConfig) -> Decoded:
     """Decode and window ``path``; never raises for a bad file."""
-    info: dict = {"duration_seconds": None, "sample_rate": None, "channels": None,
-                  "size_bytes": None, "content_hash": None}
+    info: dict = dict(EMPTY_INFO)
     try:
         wave = load(path, config.sample_rate)
         info.update(_describe(path, len(wave) / config.sample_rate))

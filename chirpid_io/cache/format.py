@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 
 from ..errors import CacheError, ConfigError
 
@@ -65,11 +65,12 @@ class StorageOptions:
       band below, then from the frame before; ``"band"`` the first only; ``"none"``.
     """
 
-    chunk_windows: int = 1
-    shard_windows: int = 256
-    compressor: str = "zstd"
-    level: int = 3
-    delta: str = "band+time"
+    chunk_windows: int = field(default=1, metadata={"help": "windows per compressed chunk (the unit of a read)"})
+    shard_windows: int = field(default=256, metadata={"help": "windows per shard file (the unit of a write)"})
+    compressor: str = field(default="zstd", metadata={"help": "compressor of each chunk", "choices": COMPRESSORS})
+    level: int = field(default=3, metadata={"help": "zstd level (1-22)"})
+    delta: str = field(default="band+time", metadata={"help": "uint8: store differences along bands, then frames",
+                                                      "choices": tuple(DELTA_AXES)})
 
     def __post_init__(self):
         for name in ("chunk_windows", "shard_windows", "level"):

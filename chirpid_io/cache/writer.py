@@ -38,9 +38,12 @@ from .shards import ShardCodec
 from .stats import BandSums, band_sums
 from .vectors import read_table, read_vector, write_table, write_vector
 
-#: Columns the writer fills in itself; a source column of the same name keeps its value
-#: under ``source_<name>``.
-OWN_COLUMNS = ("recording_id", "label", "first_window", "n_windows", "labels")
+#: Columns of recordings.parquet the builder and the writer fill in; an input's own column
+#: of the same name is kept as ``source_<name>``. The input's other columns (``source``) go
+#: to both tables: on every window of the recording too.
+BASE_COLUMNS = ("path", "class_name", "group", "status", "reason", "duration_seconds", "sample_rate", "channels",
+                "size_bytes", "content_hash", "recording_id", "label", "first_window", "n_windows", "labels",
+                "png_files", "source")
 
 
 class CacheWriter:
@@ -176,8 +179,9 @@ class CacheWriter:
         columns = [windows.column(c).to_pylist() for c in ("recording_id", "label", "start_seconds", "rms")]
         for i, (rec, label, start, rms) in enumerate(zip(*columns)):
             rows.append([rec, label, start, rms, values[offsets[i] + 1 : offsets[i + 1]].tolist()])
-        return base_entry(recordings.to_pylist(), rows, BandSums.from_dict(self.attrs["band_sums"]),
-                          self.attrs["class_names"])
+        records = [{**{k: v for k, v in r.items() if k in BASE_COLUMNS},
+                    "source": {k: v for k, v in r.items() if k not in BASE_COLUMNS}} for r in recordings.to_pylist()]
+        return base_entry(records, rows, BandSums.from_dict(self.attrs["band_sums"]), self.attrs["class_names"])
 
     def _remove_stale_temporaries(self) -> None:
         # we hold the lock, so no other writer owns them: they are from a killed build
@@ -231,7 +235,8 @@ class CacheWriter:
                 extra.append(index)
         n = 0 if images is None else len(images)
         recording_id = len(self.recordings) + len(self._pending)
-        row = {**{(f"source_{k}" if k in OWN_COLUMNS else k): v for k, v in row.items()},
+        source = {(f"source_{k}" if k in BASE_COLUMNS else k): v for k, v in (row.get("source") or {}).items()}
+        row = {**{k: v for k, v in row.items() if k != "source"}, "source": source,
                "recording_id": recording_id, "label": label, "first_window": self._n_added, "n_windows": n,
                "labels": [self.class_names[i] for i in (label, *extra)]}
         windows = []
@@ -348,7 +353,7 @@ class CacheWriter:
         names = np.asarray(self.class_names, dtype=object)
         label_sets = pa.ListArray.from_arrays(pa.array(offsets.astype(np.int32)),
                                               pa.array(names[values].tolist() if n else [], pa.string()))
-        windows = pa.table({
+        windows = {
             "window_id": pa.array(np.arange(n, dtype=np.int64)),
             "recording_id": pa.array(rec_ids),
             "path": pa.array([by_id[i]["path"] for i in rec_ids], pa.string()),
@@ -358,9 +363,14 @@ class CacheWriter:
             "group": pa.array([by_id[i].get("group") or "" for i in rec_ids], pa.string()),
             "start_seconds": pa.array(np.fromiter((w[2] for w in self.window_rows), np.float64, n)),
             "rms": pa.array(np.fromiter((w[3] for w in self.window_rows), np.float32, n)),
-        })
-        write_table(self.store, fmt.WINDOWS_TABLE, windows)
-        write_table(self.store, fmt.RECORDINGS_TABLE, pa.Table.from_pylist(self.recordings))
+        }
+        source_columns = list(dict.fromkeys(k for r in self.recordings for k in r.get("source", {})))
+        for key in source_columns:  # the input's own columns, on every window of the recording
+            windows.setdefault(key, _column([by_id[i]["source"].get(key) for i in rec_ids]))
+        write_table(self.store, fmt.WINDOWS_TABLE, pa.table(windows))
+        flat = [{**{k: v for k, v in r.items() if k != "source"}, **r.get("source", {})} for r in self.recordings]
+        columns = list(dict.fromkeys(k for r in flat for k in r))
+        write_table(self.store, fmt.RECORDINGS_TABLE, pa.table({k: _column([r.get(k) for r in flat]) for k in columns}))
 
     def _write_specs_metadata(self, n: int) -> None:
         meta = fmt.specs_metadata(n, self.config.shape, self.config.storage_dtype,
@@ -379,6 +389,17 @@ class CacheWriter:
 
     def __exit__(self, *exc):
         self.close()
+
+
+def _column(values: list):
+    """One table column from Python values; text when the values mix kinds (an append from
+    a table whose column was inferred as numbers, another's as text)."""
+    import pyarrow as pa
+
+    try:
+        return pa.array(values)
+    except (pa.ArrowInvalid, pa.ArrowTypeError):
+        return pa.array([None if v is None else str(v) for v in values], pa.string())
 
 
 def _read_attrs(store: LocalStore) -> dict:

@@ -8,7 +8,7 @@ reproducible, a resumed run continues identically, and CPU and CUDA give the sam
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -33,12 +33,12 @@ class Augment:
       ``torch.nn.functional.cross_entropy`` accepts as a target. 0 turns it off.
     """
 
-    freq_mask: int = 14
-    time_mask: int = 39
-    p: float = 0.8
-    mask_value: float = 0.0
-    gain_db: float = 0.0
-    mixup_alpha: float = 0.0
+    freq_mask: int = field(default=14, metadata={"help": "SpecAugment: widest frequency mask (mel bins)"})
+    time_mask: int = field(default=39, metadata={"help": "SpecAugment: widest time mask (frames)"})
+    p: float = field(default=0.8, metadata={"help": "SpecAugment: probability per sample (0: off)"})
+    mask_value: float = field(default=0.0, metadata={"help": "value of masked cells, after normalisation"})
+    gain_db: float = field(default=0.0, metadata={"help": "random gain up to +/- this many dB (0: off)"})
+    mixup_alpha: float = field(default=0.0, metadata={"help": "mixup Beta(alpha, alpha) (0: off)"})
 
     def __post_init__(self):
         if self.freq_mask < 0 or self.time_mask < 0:

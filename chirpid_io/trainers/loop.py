@@ -17,7 +17,7 @@ import math
 import os
 import random
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable, Iterable, Sequence
 
@@ -32,6 +32,8 @@ OPTIMIZERS = ("adam", "adamw", "sgd")
 SCHEDULES = ("cosine", "plateau", "onecycle", "none")
 AMP_MODES = ("auto", "bf16", "fp16", "off")
 METRICS = ("loss", "accuracy", "macro_f1")
+#: Every metric name ``fit`` records and early stopping and ``--version best`` accept.
+METRIC_NAMES = tuple(f"{split}_{m}" for split in ("val", "train") for m in METRICS)
 CHECKPOINT = "last.pt"
 
 
@@ -56,30 +58,35 @@ class TrainConfig:
     ``resume``: continue from it when it exists.
     """
 
-    epochs: int = 30
-    lr: float = 1e-3
-    weight_decay: float = 0.0
-    optimizer: str = "adamw"
-    momentum: float = 0.9
-    schedule: str = "cosine"
-    warmup_epochs: int = 0
-    amp: str = "auto"
-    channels_last: bool = False
-    compile: bool = False
-    grad_clip: float | None = None
-    label_smoothing: float = 0.0
-    class_weights: str | Sequence[float] | None = None
-    early_stopping: Sequence[str] = ("val_loss",)
-    patience: int | None = None
-    min_delta: float = 0.0
-    seed: int = 0
-    device: str | None = None
-    checkpoint_dir: str | os.PathLike | None = None
-    resume: bool = False
+    epochs: int = field(default=30, metadata={"help": "maximum epochs"})
+    lr: float = field(default=1e-3, metadata={"help": "peak learning rate"})
+    weight_decay: float = field(default=1e-4, metadata={"help": "weight decay (decoupled for adamw)"})
+    optimizer: str = field(default="adamw", metadata={"help": "optimizer", "choices": OPTIMIZERS})
+    momentum: float = field(default=0.9, metadata={"help": "sgd: momentum (Nesterov when > 0)"})
+    schedule: str = field(default="cosine", metadata={"help": "learning-rate schedule", "choices": SCHEDULES})
+    warmup_epochs: int = field(default=0, metadata={"help": "cosine: linear warm-up epochs"})
+    amp: str = field(default="auto", metadata={"help": "mixed precision (auto: bf16 or fp16 on CUDA, off on CPU)",
+                                               "choices": AMP_MODES})
+    channels_last: bool = field(default=False, metadata={"help": "channels-last memory format"})
+    compile: bool = field(default=False, metadata={"help": "torch.compile the model"})
+    grad_clip: float | None = field(default=None, metadata={"help": "clip the gradient's global L2 norm to this"})
+    label_smoothing: float = field(default=0.0, metadata={"help": "label smoothing of the training loss"})
+    class_weights: str | Sequence[float] | None = field(
+        default="balanced", metadata={"help": "loss weight per class: balanced (n / (k * count)) or none"})
+    early_stopping: Sequence[str] = field(
+        default=("val_loss", "val_macro_f1"),
+        metadata={"help": "metrics watched, comma-separated; the first picks the weights kept"})
+    patience: int | None = field(default=10, metadata={"help": "stop after this many epochs without improvement in "
+                                                              "any watched metric (none: never early)"})
+    min_delta: float = field(default=0.0, metadata={"help": "smallest change that counts as an improvement"})
+    seed: int = field(default=0, metadata={"help": "seed of every generator (and of the split, order, augmentation)"})
+    device: str | None = field(default=None, metadata={"help": "cpu, cuda, cuda:1 ... (none: cuda when available)"})
+    checkpoint_dir: str | None = field(default=None, metadata={"help": "write last.pt here after every epoch"})
+    resume: bool = field(default=False, metadata={"help": "continue from checkpoint_dir's last.pt"})
 
     def __post_init__(self) -> None:
-        if isinstance(self.early_stopping, str):
-            self.early_stopping = (self.early_stopping,)
+        if isinstance(self.early_stopping, str):  # "val_loss,val_macro_f1", as the command line gives it
+            self.early_stopping = tuple(m.strip() for m in self.early_stopping.split(",") if m.strip())
         self.early_stopping = tuple(self.early_stopping)
         for name, value, choices in (("optimizer", self.optimizer, OPTIMIZERS),
                                      ("schedule", self.schedule, SCHEDULES), ("amp", self.amp, AMP_MODES)):

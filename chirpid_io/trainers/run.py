@@ -1,0 +1,139 @@
+"""A whole training run, as ``chirpid-io train`` does it, in one call: :func:`train`.
+
+    from chirpid_io.trainers import RunSpec, TrainConfig, train
+    outcome = train("my-cache", "models/", TrainConfig(epochs=30), RunSpec(model="birdcnn"))
+
+The run holds out a grouped validation split (no group on both sides), trains with
+:func:`~chirpid_io.trainers.fit`, logs every epoch to a JSON-lines experiment log, and
+registers the best epoch's weights with the cache's recipe, classes and normalisation;
+with ``spec.folds`` it cross-validates instead. ``chirpid-io train`` builds its options
+from :class:`RunSpec`, :class:`~chirpid_io.trainers.TrainConfig` and
+:class:`~chirpid_io.loaders.Augment`, so the two cannot disagree.
+"""
+
+from __future__ import annotations
+
+import functools
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Callable
+
+from ..text import shown
+
+
+@dataclass
+class RunSpec:
+    """How a run is set up around ``fit``: the model, the split and the loaders."""
+
+    name: str | None = field(default=None, metadata={"help": "registry name of the model (none: the cache "
+                                                              "folder's name)"})
+    model: str = field(default="birdcnn", metadata={"help": "architecture (birdcnn: small and fast; birdcnn_v5c: the "
+                                                            "old 8 M network)"})
+    model_kwargs: dict = field(default_factory=dict, metadata={"help": "constructor arguments of the model"})
+    batch_size: int = field(default=64, metadata={"help": "windows per batch"})
+    val_fraction: float = field(default=0.2, metadata={"help": "share of the windows held out for validation"})
+    group: str = field(default="group", metadata={"help": "cache column whose groups never straddle a split"})
+    workers: int = field(default=0, metadata={"help": "loader worker processes (0: a read-ahead thread)"})
+    augment: bool = field(default=True, metadata={"help": "augment training batches (SpecAugment, by default)"})
+    folds: int | None = field(default=None, metadata={"help": "cross-validate with this many grouped folds "
+                                                               "instead of training one model"})
+    parallel: int = field(default=1, metadata={"help": "with folds: folds trained at once, in processes"})
+
+
+@dataclass
+class TrainOutcome:
+    """What a run produced: the fit result (or the cross-validation result), the metrics
+    registered, the registry name and version (None for cross-validation), the log."""
+
+    result: object
+    metrics: dict
+    name: str
+    version: int | None
+    log_path: Path
+
+
+def train(cache, registry, config=None, spec: RunSpec | None = None, augment=None, *, log_path=None,
+          mlflow: bool = False, echo: Callable[[str], None] = print, progress: bool | None = None) -> TrainOutcome:
+    """Train (or cross-validate) on ``cache`` and register the model in ``registry``.
+
+    ``config``: a TrainConfig (default: its defaults); ``spec``: a RunSpec; ``augment``:
+    an Augment for training batches (default ``Augment()`` when ``spec.augment``).
+    ``echo`` receives one line per epoch and the run's notes (warnings go to stderr).
+    """
+    import torch
+
+    from ..cache import Cache, open_cache
+    from ..loaders import Augment, group_split, make_loader
+    from ..loaders.splits import split_warnings
+    from .crossval import cross_validate
+    from .explog import ExperimentLog, format_epoch
+    from .loop import TrainConfig, fit
+    from .models import build_model
+    from .registry import ModelRegistry
+
+    config = config or TrainConfig()
+    spec = spec or RunSpec()
+    cache = cache if isinstance(cache, Cache) else open_cache(cache)
+    name = spec.name or Path(cache.path).resolve().name
+    device = config.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    if config.device != device:
+        import dataclasses
+
+        config = dataclasses.replace(config, device=device)
+    augment = (augment or Augment()) if spec.augment else None
+    model_fn = functools.partial(build_model, spec.model, **spec.model_kwargs)
+    model_fn(len(cache.class_names))  # a wrong model argument fails now, before any epoch
+    log_path = Path(log_path) if log_path else Path(registry) / "runs" / f"{name}-{time.strftime('%Y%m%d-%H%M%S')}.jsonl"
+    echo(f"training {spec.model} on {shown(cache.path)} ({device}); log: {shown(log_path)}")
+    settings = {**config.to_dict(), **{k: v for k, v in asdict(spec).items()}, "cache": str(cache.path),
+                "fingerprint": cache.fingerprint, "augment": None if augment is None else asdict(augment)}
+    with ExperimentLog(log_path, run_name=name, mlflow=mlflow, echo=echo) as log:
+        log.start(settings, device=device)
+        if spec.folds:
+            progress_log = None if spec.parallel > 1 else (lambda r: echo(f"fold {r['fold']}  " + format_epoch(r)))
+            result = cross_validate(cache, model_fn, config, k=spec.folds, group=spec.group, parallel=spec.parallel,
+                                    batch_size=spec.batch_size, seed=config.seed, augment=augment, device=device,
+                                    log=progress_log)
+            for fold in result.folds:
+                m = fold["metrics"]
+                echo(f"fold {fold['fold']}: best epoch {fold['best_epoch']}, val_accuracy {m['val_accuracy']:.4f}, "
+                     f"val_macro_f1 {m['val_macro_f1']:.4f} ({fold['n_train']} train / {fold['n_val']} val windows)")
+            for key in ("val_accuracy", "val_macro_f1", "val_loss"):
+                echo(f"{key}: {result.mean[key]:.4f} ± {result.std[key]:.4f}")
+            echo(f"pooled over folds: accuracy {result.pooled['accuracy']:.4f}, macro_f1 {result.pooled['macro_f1']:.4f}")
+            metrics = {"mean": result.mean, "std": result.std, "pooled": result.pooled}
+            log.end({**metrics, "confusion": result.confusion,
+                     "folds": [{k: v for k, v in f.items() if k != "confusion"} for f in result.folds]})
+            return TrainOutcome(result, metrics, name, None, log_path)
+
+        train_idx, val_idx = group_split(cache, spec.val_fraction, group=spec.group, seed=config.seed)
+        for warning in split_warnings(cache, train_idx, val_idx):
+            print(f"warning: {warning}", file=sys.stderr, flush=True)
+        train_loader = make_loader(cache, spec.batch_size, indices=train_idx, device=device, augment=augment,
+                                   seed=config.seed, num_workers=spec.workers)
+        val_loader = make_loader(cache, spec.batch_size, indices=val_idx, shuffle=False, device=device,
+                                 num_workers=spec.workers)
+        torch.manual_seed(config.seed)
+        model = model_fn(len(cache.class_names))
+        run = {"cache_id": cache.cache_id, "fingerprint": cache.fingerprint, "model": spec.model,
+               "model_kwargs": dict(spec.model_kwargs), "batch_size": spec.batch_size, "n_train": int(len(train_idx)),
+               "n_val": int(len(val_idx)), "augment": None if augment is None else asdict(augment)}
+        result = fit(model, train_loader, val_loader, config, log=log, run=run, progress=progress)
+        if result.stop_reason:
+            echo(result.stop_reason)
+        metrics = {**{k: v for k, v in result.best_metrics.items() if isinstance(v, (int, float))},
+                   "best_epoch": result.best_epoch, "n_train": int(len(train_idx)), "n_val": int(len(val_idx))}
+        version = ModelRegistry(registry).save(
+            result.model, name, cache=cache, metrics=metrics,
+            extra={"train_config": config.to_dict(), "run": run, "log": str(log_path),
+                   "epochs_run": result.history[-1]["epoch"] if result.history else 0,
+                   "resumed_at_epoch": result.resumed_at, "stop_reason": result.stop_reason},
+        )
+        log.end({**metrics, "registered": f"{name} v{version}", "confusion": result.confusion,
+                 "stop_reason": result.stop_reason})
+    echo(f"best epoch {result.best_epoch}: val_accuracy {metrics.get('val_accuracy', float('nan')):.4f}, "
+         f"val_macro_f1 {metrics.get('val_macro_f1', float('nan')):.4f}; registered {name} v{version} in "
+         f"{shown(registry)}")
+    return TrainOutcome(result, metrics, name, version, log_path)
