@@ -87,7 +87,7 @@ def _add_build(commands) -> None:
     recipe = p.add_argument_group("the recipe (SpectrogramConfig)")
     recipe.add_argument("--preset", default="chirpid", choices=sorted(PRESETS),
                         help="named recipe to start from (default: chirpid, the old ChirpID recipe)")
-    recipe.add_argument("--recipe", metavar="FILE", help="TOML/JSON recipe file (see `inspect --recipe`)")
+    recipe.add_argument("--recipe", metavar="FILE", help="TOML/JSON recipe file, as `inspect --recipe` prints it (default: none, the preset alone)")
     add_fields(recipe, SpectrogramConfig, default_note="of the chirpid preset",
                helps={"hop_seconds": "seconds between window starts (less than the window: overlap; with "
                                      "--window-seconds alone: the window length)"})
@@ -105,7 +105,7 @@ def _add_build(commands) -> None:
                      help="replace an existing cache at OUT: the new one is built beside it and swapped in only "
                           "once complete (default: resume or extend OUT)")
     run.add_argument("--no-progress", action="store_true",
-                     help="no progress bar (it also hides itself when not on a terminal)")
+                     help="no progress bar (default: a bar on a terminal, none otherwise)")
     p.set_defaults(run=_run_build)
 
 
@@ -237,7 +237,7 @@ def _add_verify(commands) -> None:
                     "outside the classes. Prints ok, or every finding with its file (exit 1).")
     p.add_argument("cache", help="cache folder")
     p.add_argument("--no-progress", action="store_true",
-                   help="no progress bar (it also hides itself when not on a terminal)")
+                   help="no progress bar (default: a bar on a terminal, none otherwise)")
     p.set_defaults(run=_run_verify)
 
 

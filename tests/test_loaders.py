@@ -326,9 +326,9 @@ def test_read_ahead_thread_stops_and_reports_errors(cache, monkeypatch):
         calls.append(positions)
         if len(calls) == 3:
             raise RuntimeError("disk on fire")
-        return SpectrogramDataset.__getitems__(loader.dataset, positions)
+        return SpectrogramDataset.read_batch(loader.dataset, positions)
 
-    monkeypatch.setattr(loader.dataset, "__getitems__", failing)
+    monkeypatch.setattr(loader.dataset, "read_batch", failing)
     with pytest.raises(RuntimeError, match="disk on fire"):
         list(loader)
     assert not readers()
@@ -413,7 +413,7 @@ def test_mixup_gives_soft_labels(cache):
 
 def test_dataset_reads_and_survives_pickle_and_fork(cache, stored):
     ds = SpectrogramDataset(cache.path, indices=[5, 90, 6])
-    specs, labels = ds.__getitems__([2, 0, 1])
+    specs, labels = ds.read_batch([2, 0, 1])
     np.testing.assert_array_equal(specs, stored[[6, 5, 90]])
     np.testing.assert_array_equal(labels, cache.labels[[6, 5, 90]])
     image, label = ds[1]
@@ -421,10 +421,10 @@ def test_dataset_reads_and_survives_pickle_and_fork(cache, stored):
     assert label == cache.labels[90]
     copy = pickle.loads(pickle.dumps(ds))  # what a spawned worker receives
     assert "specs" not in copy.cache.__dict__  # the open array did not travel
-    np.testing.assert_array_equal(copy.__getitems__([0, 1])[0], stored[[5, 90]])
+    np.testing.assert_array_equal(copy.read_batch([0, 1])[0], stored[[5, 90]])
     ds._pid = -1  # as seen from a forked child
     before = ds.cache
-    np.testing.assert_array_equal(ds.__getitems__([1])[0], stored[[90]])
+    np.testing.assert_array_equal(ds.read_batch([1])[0], stored[[90]])
     assert ds.cache is not before
     with pytest.raises(IndexError):
         SpectrogramDataset(cache, indices=[len(cache)])
@@ -435,12 +435,28 @@ def test_getitems_reads_any_order_with_repeats(cache, stored):
     ds = SpectrogramDataset(cache)
     for size in (1, 5, 17, 60):
         positions = rng.integers(0, len(cache), size)  # repeats and any order
-        specs, labels = ds.__getitems__(positions)
+        specs, labels = ds.read_batch(positions)
         np.testing.assert_array_equal(specs, stored[positions])
         np.testing.assert_array_equal(labels, cache.labels[positions])
-    assert ds.__getitems__([]).specs.shape == (0, *CONFIG.shape)
+    assert ds.read_batch([]).specs.shape == (0, *CONFIG.shape)
     with pytest.raises(IndexError):
-        ds.__getitems__([len(cache)])
+        ds.read_batch([len(cache)])
+
+
+@pytest.mark.parametrize("workers", [0, 1])
+def test_a_plain_dataloader_with_its_default_collate_reads_the_dataset(cache, stored, workers):
+    from torch.utils.data import DataLoader
+
+    batches = list(DataLoader(SpectrogramDataset(cache), batch_size=7, num_workers=workers))
+    assert len(batches) == -(-len(cache) // 7)
+    np.testing.assert_array_equal(torch.cat([x for x, _ in batches]).numpy(), stored)
+    np.testing.assert_array_equal(torch.cat([y for _, y in batches]).numpy(), cache.labels)
+
+
+def test_a_training_loader_with_no_batch_is_refused(cache):
+    with pytest.raises(ConfigError, match="gives no batch at all. Fix: a smaller batch size, or drop_last=False"):
+        make_loader(cache, len(cache) + 1, drop_last=True, device="cpu")
+    assert len(make_loader(cache, len(cache) + 1, device="cpu")) == 1
 
 
 # --------------------------------------------------------------------------- splits

@@ -29,8 +29,9 @@ class SpectrogramDataset:
     window indices (a split), default all windows in cache order. Items are the stored
     values (uint8 or float16; multiply by ``cache.value_scale`` for the recipe's [0, 1]
     image) and the int label. ``__getitems__`` reads a whole batch in one
-    :meth:`Cache.read <chirpid_io.cache.Cache.read>`; torch's DataLoader calls it when
-    present. ``residuals=True`` returns the stored differences (``cache.delta_axes``; see
+    :meth:`Cache.read <chirpid_io.cache.Cache.read>`, so a plain
+    ``torch.utils.data.DataLoader(dataset, batch_size=B)`` works with its default collate;
+    ``read_batch`` gives the batch as one array. ``residuals=True`` returns the stored differences (``cache.delta_axes``; see
     :meth:`Cache.read <chirpid_io.cache.Cache.read>`) for a consumer that undoes them on a
     GPU.
 
@@ -64,19 +65,41 @@ class SpectrogramDataset:
         return len(self.indices)
 
     def __getitem__(self, position: int) -> tuple[np.ndarray, int]:
-        specs, labels = self.__getitems__([position])
-        return specs[0], int(labels[0])
+        """Window ``position``: its stored values (n_mels, frames) and its label."""
+        batch = self.read_batch([position])
+        return batch.specs[0], int(batch.labels[0])
 
-    def __getitems__(self, positions) -> HostBatch:
-        """The batch at dataset ``positions``, in that order, each chunk read once."""
+    def __getitems__(self, positions) -> list[tuple[np.ndarray, int]]:
+        """The items at ``positions`` from one batch read (torch's DataLoader calls this for
+        a batch, then its default collate stacks the items)."""
+        batch = self.read_batch(positions)
+        return list(zip(batch.specs, batch.labels.tolist()))
+
+    def read_batch(self, positions) -> HostBatch:
+        """The batch at dataset ``positions``, in that order, as one array (each chunk read
+        once): what :func:`make_loader` reads."""
         windows = self.indices[np.asarray(positions, dtype=np.int64)]
         cache = self._local_cache()
         return HostBatch(cache.read(windows, residuals=self.residuals), cache.labels[windows])
 
 
+class BatchReader:
+    """A dataset whose items are whole batches: ``reader[positions]`` is
+    ``dataset.read_batch(positions)``. Given to a DataLoader with ``batch_size=None`` and a
+    sampler of position lists, each worker reads whole batches with no per-item work."""
+
+    def __init__(self, dataset: SpectrogramDataset):
+        self.dataset = dataset
+
+    def __getitem__(self, positions) -> HostBatch:
+        return self.dataset.read_batch(positions)
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+
 def collate(batch: HostBatch) -> HostBatch:
-    """A DataLoader ``collate_fn`` for :meth:`SpectrogramDataset.__getitems__` batches:
-    numpy -> torch without copying (workers then pass them through shared memory)."""
+    """numpy -> torch without copying (workers then pass the batch through shared memory)."""
     import torch
 
     return HostBatch(torch.from_numpy(np.ascontiguousarray(batch.specs)), torch.from_numpy(batch.labels))

@@ -4,7 +4,7 @@ The stages, each visible below:
 
 1. **order**: :class:`ChunkShuffleSampler` picks a chunk-friendly order for the epoch;
    ``torch.utils.data.BatchSampler`` cuts it into batches.
-2. **read**: :meth:`SpectrogramDataset.__getitems__` reads a whole batch, each chunk
+2. **read**: :meth:`SpectrogramDataset.read_batch` reads a whole batch, each chunk
    decompressed once (stored uint8/float16), ``prefetch`` batches ahead: in a background
    thread (``num_workers=0``) or in DataLoader worker processes that open the cache lazily.
    For a GPU it leaves the stored differences in (``cache.delta_axes``) for step 4.
@@ -28,7 +28,7 @@ import numpy as np
 from ..cache import Cache
 from ..errors import ConfigError
 from .augment import Augment, apply_gain, apply_masks, apply_mixup, draw_plan
-from .dataset import HostBatch, SpectrogramDataset, collate
+from .dataset import BatchReader, HostBatch, SpectrogramDataset, collate
 from .samplers import ChunkShuffleSampler
 
 #: Smallest standard deviation divided by, in [0, 1] image units: a band that is constant
@@ -90,6 +90,10 @@ def make_loader(
         dataset, dataset.cache.chunk_windows, shuffle=shuffle, seed=seed, rank=rank,
         world_size=world_size, drop_last=drop_last,
     )
+    if drop_last and sampler.per_rank < batch_size:
+        raise ConfigError(
+            f"a loader of {sampler.per_rank} windows{' per rank' if world_size > 1 else ''} with batch_size "
+            f"{batch_size} and drop_last=True gives no batch at all. Fix: a smaller batch size, or drop_last=False")
     return SpectrogramLoader(
         dataset, sampler, batch_size, device=device, num_workers=num_workers, prefetch=prefetch,
         normalize=normalize, augment=augment, seed=seed, drop_last=drop_last,
@@ -194,7 +198,7 @@ class SpectrogramLoader:
             from torch.utils.data import DataLoader
 
             self._dataloader = DataLoader(
-                self.dataset, batch_sampler=self.batches, collate_fn=collate,
+                BatchReader(self.dataset), sampler=self.batches, batch_size=None, collate_fn=collate,
                 num_workers=self.num_workers, persistent_workers=True,
                 # at least torch's default of 2 per worker: with 1, a worker waits for its
                 # batch to be taken before reading the next (2 workers here: 1,770 against
@@ -292,7 +296,7 @@ class SpectrogramLoader:
 
 
 def _read_ahead(dataset: SpectrogramDataset, batches, depth: int):
-    """Yield ``dataset.__getitems__(b)`` for each batch ``b``, read by one background thread
+    """Yield ``dataset.read_batch(b)`` for each batch ``b``, read by one background thread
     that keeps up to ``depth`` batches ready, so reading overlaps the caller's training step
     (Zarr decompresses in C without holding the GIL). One thread keeps the order; an error
     in it is raised here; leaving the loop early stops it."""
@@ -316,7 +320,7 @@ def _read_ahead(dataset: SpectrogramDataset, batches, depth: int):
             for positions in batches:
                 if stop.is_set():
                     return
-                put(dataset.__getitems__(positions))
+                put(dataset.read_batch(positions))
         except BaseException as exc:  # handed to the consumer, raised there
             put(_Failed(exc))
         put(end)

@@ -45,7 +45,7 @@ def add_train_parser(subparsers) -> argparse.ArgumentParser:
     extra.add_argument("--log", help="JSON-lines experiment log (default: REGISTRY/runs/NAME-<time>.jsonl)")
     extra.add_argument("--mlflow", action="store_true", help="also log to MLflow, when it is installed (default: off)")
     extra.add_argument("--no-progress", action="store_true",
-                       help="no progress bar within epochs (it also hides itself when not on a terminal)")
+                       help="no progress bar within epochs (default: a bar on a terminal, none otherwise)")
     p.set_defaults(run=train_command)
     return p
 

@@ -96,10 +96,9 @@ class ExperimentLog:
 def format_epoch(record: dict) -> str:
     """One progress line: epoch, losses, accuracy, macro-F1, lr, seconds."""
     parts = [f"epoch {record.get('epoch', '?'):>3}"]
-    for key, label in (("train_loss", "loss"), ("val_loss", "val_loss"), ("val_accuracy", "val_acc"),
-                       ("val_macro_f1", "val_f1")):
+    for key in ("train_loss", "val_loss", "val_accuracy", "val_macro_f1"):  # the names --metric accepts
         if key in record:
-            parts.append(f"{label} {record[key]:.4f}")
+            parts.append(f"{key} {record[key]:.4f}")
     if "lr" in record:
         parts.append(f"lr {record['lr']:.2e}")
     if "seconds" in record:
