@@ -112,11 +112,12 @@ def apply_masks(x, plan: AugmentPlan, value: float):
 
 
 def apply_mixup(x, y, plan: AugmentPlan, n_classes: int):
-    """Mix each sample with its partner; y (B,) int -> soft labels (B, n_classes) float32."""
+    """Mix each sample with its partner; y (B,) int or (B, n_classes) multi-hot -> soft
+    targets (B, n_classes) float32, mixed with the same weights as the images."""
     import torch
 
     partner = torch.as_tensor(plan.partner).to(x.device, non_blocking=True)
     lam = torch.as_tensor(plan.lam, dtype=x.dtype).to(x.device, non_blocking=True)
     x = lam.view(-1, 1, 1, 1) * x + (1 - lam).view(-1, 1, 1, 1) * x[partner]
-    onehot = torch.nn.functional.one_hot(y, n_classes).to(x.dtype)
-    return x, lam[:, None] * onehot + (1 - lam)[:, None] * onehot[partner]
+    target = y.to(x.dtype) if y.ndim == 2 else torch.nn.functional.one_hot(y, n_classes).to(x.dtype)
+    return x, lam[:, None] * target + (1 - lam)[:, None] * target[partner]

@@ -12,7 +12,8 @@ from ..cache import Cache, open_cache
 
 
 class HostBatch(NamedTuple):
-    """One batch as stored: ``specs`` (B, n_mels, frames) uint8 or float16, ``labels`` (B,) int64.
+    """One batch as stored: ``specs`` (B, n_mels, frames) uint8 or float16, ``labels`` (B,)
+    int64 or (B, n_classes) float32 multi-hot.
 
     numpy arrays from :meth:`SpectrogramDataset.__getitems__`; torch tensors once collated
     by :func:`collate` (so DataLoader workers hand them over in shared memory).
@@ -28,7 +29,8 @@ class SpectrogramDataset:
     ``cache``: an open :class:`~chirpid_io.cache.Cache` or its path. ``indices``: cache
     window indices (a split), default all windows in cache order. Items are the stored
     values (uint8 or float16; multiply by ``cache.value_scale`` for the recipe's [0, 1]
-    image) and the int label. ``__getitems__`` reads a whole batch in one
+    image) and the int label (``targets="multilabel"``: a float32 multi-hot of the
+    window's label set, ``secondary_weight`` for its secondary classes). ``__getitems__`` reads a whole batch in one
     :meth:`Cache.read <chirpid_io.cache.Cache.read>`, so a plain
     ``torch.utils.data.DataLoader(dataset, batch_size=B)`` works with its default collate;
     ``read_batch`` gives the batch as one array. ``residuals=True`` returns the stored differences (``cache.delta_axes``; see
@@ -40,9 +42,12 @@ class SpectrogramDataset:
     fresh view is made), so no file handle or IO thread crosses a process boundary.
     """
 
-    def __init__(self, cache: Cache | str | os.PathLike, indices=None, *, residuals: bool = False):
+    def __init__(self, cache: Cache | str | os.PathLike, indices=None, *, residuals: bool = False,
+                 targets: str = "single", secondary_weight: float = 1.0):
         self.cache = cache if isinstance(cache, Cache) else open_cache(cache)
         self.residuals = residuals
+        self.targets = targets
+        self.secondary_weight = secondary_weight
         n = len(self.cache)
         if indices is None:
             self.indices = np.arange(n, dtype=np.int64)
@@ -80,7 +85,8 @@ class SpectrogramDataset:
         once): what :func:`make_loader` reads."""
         windows = self.indices[np.asarray(positions, dtype=np.int64)]
         cache = self._local_cache()
-        return HostBatch(cache.read(windows, residuals=self.residuals), cache.labels[windows])
+        labels = cache.multi_hot(windows, self.secondary_weight) if self.targets == "multilabel" else cache.labels[windows]
+        return HostBatch(cache.read(windows, residuals=self.residuals), labels)
 
 
 class BatchReader:

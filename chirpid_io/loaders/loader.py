@@ -30,10 +30,9 @@ from ..errors import ConfigError
 from .augment import Augment, apply_gain, apply_masks, apply_mixup, draw_plan
 from .dataset import BatchReader, HostBatch, SpectrogramDataset, collate
 from .samplers import ChunkShuffleSampler
+from .transform import STD_FLOOR, ModelInput  # noqa: F401 - STD_FLOOR is part of this module's API
 
-#: Smallest standard deviation divided by, in [0, 1] image units: a band that is constant
-#: in the statistics (e.g. above the highest frequency in the data) is not blown up.
-STD_FLOOR = 1e-3
+TARGETS = ("single", "multilabel")  # the names of TrainConfig.task
 
 
 def make_loader(
@@ -51,12 +50,18 @@ def make_loader(
     drop_last: bool = False,
     rank: int = 0,
     world_size: int = 1,
+    targets: str = "single",
+    secondary_weight: float = 1.0,
 ) -> SpectrogramLoader:
     """A loader over ``cache`` (or its path) yielding ``(x, y)`` on ``device``.
 
     ``x``: float32 (B, 1, n_mels, frames); ``y``: int64 (B,) labels, or float32
-    (B, n_classes) soft labels when ``augment`` has mixup on. ``indices``: cache window
-    indices to load (a split), default all. ``device``: default CUDA when available.
+    (B, n_classes) soft labels when ``augment`` has mixup on. ``targets="multilabel"``:
+    ``y`` is float32 (B, n_classes) multi-hot from each window's label set, 1 for its
+    primary class and ``secondary_weight`` (default 1.0: plain multi-hot, as BirdCLEF
+    scores a secondary species as present) for its other classes; mixup mixes them.
+    ``indices``: cache window indices to load (a split), default all. ``device``: default
+    CUDA when available.
 
     ``normalize``: True uses the cache's per-band statistics (``cache.stats``, over the
     whole cache); a mapping ``{"mean": (n_mels,), "std": (n_mels,)}`` in [0, 1] units uses
@@ -83,9 +88,14 @@ def make_loader(
             "drop_last=True with shuffle=False would silently leave validation windows out "
             "(the old loader's bug); use drop_last=False for evaluation"
         )
+    if targets not in TARGETS:
+        raise ConfigError(f"targets must be one of {', '.join(TARGETS)}, got {targets!r}")
+    if not 0.0 <= secondary_weight <= 1.0:
+        raise ConfigError(f"secondary_weight must lie in [0, 1], got {secondary_weight}")
     device = _resolve_device(device)
     # on a GPU the stored differences are summed up there, not on the CPU
-    dataset = SpectrogramDataset(cache, indices, residuals=device.type == "cuda")
+    dataset = SpectrogramDataset(cache, indices, residuals=device.type == "cuda", targets=targets,
+                                 secondary_weight=secondary_weight)
     sampler = ChunkShuffleSampler(
         dataset, dataset.cache.chunk_windows, shuffle=shuffle, seed=seed, rank=rank,
         world_size=world_size, drop_last=drop_last,
@@ -124,14 +134,16 @@ class SpectrogramLoader:
         config = cache.config
         self.value_scale = cache.value_scale
         self.n_classes = len(cache.class_names)
-        self._stats = _band_stats(normalize, cache)
+        stats = None if normalize is False or normalize is None else cache.stats if normalize is True else normalize
+        #: stored values -> model input, the same object inference uses (train = serve)
+        self.model_input = ModelInput(stats, cache.value_scale, config.n_mels)
+        self._unscaled = ModelInput(stats, 1.0, config.n_mels)  # after gain, which acts on recipe values
         if config.scaling == "minmax":  # gain: dB -> [0, 1] units, image range
             self._gain = (1.0 / (config.top_db or 80.0), 0.0, 1.0)
         else:
             self._gain = (1.0, -(config.top_db or float("inf")), 0.0)
         self._consumed = 0  # items of the current epoch handed to the caller
         self._dataloader = None
-        self._on_device: dict = {}  # normalisation constants on the device (see _affine)
         self._cuda = self.device.type == "cuda"
         if self._cuda:
             self._stream = torch.cuda.Stream(self.device)
@@ -252,47 +264,23 @@ class SpectrogramLoader:
         if self.dataset.residuals:  # stored differences: wrapping cumulative sums, last first
             for axis in reversed(self.dataset.cache.delta_axes):
                 x = torch.cumsum(x, dim=axis, dtype=torch.int32).bitwise_and_(255)
-        x = x.unsqueeze(1).to(torch.float32)
         y = labels.to(self.device)
         plan = None
         if self.augment is not None:
             rng = np.random.default_rng([self.seed, epoch, self.sampler.rank, batch_number])
-            plan = draw_plan(self.augment, len(y), x.shape[2], x.shape[3], rng)
-        if plan is not None and self.augment.gain_db:  # gain acts on the [0, 1] image
-            x = apply_gain(x.mul_(self.value_scale), plan, *self._gain)
-            if self._stats is not None:
-                scale, shift = self._affine(1.0)
-                x = x.mul_(scale).add_(shift)
-        elif self._stats is not None:  # stored * (scale / std) - mean / std
-            scale, shift = self._affine(self.value_scale)
-            # in place, as two plain passes: a fresh 12 MB output per batch cost more in
-            # page faults than the arithmetic, and addcmul was slower than mul and add
-            # (CPU, batch of 42: 2.1 against 3.4 ms); no fused multiply-add, so CPU and
-            # CUDA round alike
+            plan = draw_plan(self.augment, len(y), x.shape[1], x.shape[2], rng)
+        if plan is not None and self.augment.gain_db:  # gain acts on the recipe's values
+            x = apply_gain(x.unsqueeze(1).to(torch.float32).mul_(self.value_scale), plan, *self._gain)
+            scale, shift = self._unscaled.constants(x.device)
             x = x.mul_(scale).add_(shift)
         else:
-            x = x.mul_(self.value_scale)
+            x = self.model_input(x)
         if plan is not None:
             if self.augment.p and (self.augment.freq_mask or self.augment.time_mask):
                 x = apply_masks(x, plan, self.augment.mask_value)
             if self.augment.mixup_alpha:
                 x, y = apply_mixup(x, y, plan, self.n_classes)
         return x, y
-
-    def _affine(self, value_scale: float):
-        """Per-band (scale, shift), float32 (1, 1, n_mels, 1) on the device, with
-        ``x * scale + shift == (x * value_scale - mean) / max(std, STD_FLOOR)``."""
-        import torch
-
-        key = (value_scale, str(self.device))
-        if key not in self._on_device:
-            mean, std = self._stats
-            inv_std = 1.0 / np.maximum(std, STD_FLOOR)  # float64, rounded once below
-            self._on_device[key] = tuple(
-                torch.as_tensor(v, dtype=torch.float32).view(1, 1, -1, 1).to(self.device)
-                for v in (value_scale * inv_std, -mean * inv_std)
-            )
-        return self._on_device[key]
 
 
 def _read_ahead(dataset: SpectrogramDataset, batches, depth: int):
@@ -340,24 +328,6 @@ def _read_ahead(dataset: SpectrogramDataset, batches, depth: int):
 class _Failed:
     def __init__(self, error: BaseException):
         self.error = error
-
-
-def _band_stats(normalize, cache: Cache):
-    """(mean, std) float64 (n_mels,) arrays, or None for no normalisation."""
-    if normalize is False or normalize is None:
-        return None
-    stats = cache.stats if normalize is True else normalize
-    try:
-        mean = np.asarray(stats["mean"], dtype=np.float64).reshape(-1)
-        std = np.asarray(stats["std"], dtype=np.float64).reshape(-1)
-    except (KeyError, TypeError) as exc:
-        raise ConfigError("normalize must be True, False or a mapping with 'mean' and 'std' "
-                          f"arrays of n_mels values ({exc})") from None
-    n_mels = cache.config.n_mels
-    if mean.shape != (n_mels,) or std.shape != (n_mels,):
-        raise ConfigError(f"normalize: 'mean' and 'std' need {n_mels} values (one per mel band), got "
-                          f"{mean.size} and {std.size}")
-    return mean, std
 
 
 def _resolve_device(device):

@@ -19,7 +19,8 @@ import numpy as np
 
 from .loop import TrainConfig, confusion_metrics, fit
 
-SUMMARY_METRICS = ("val_loss", "val_accuracy", "val_macro_f1", "train_loss", "train_accuracy")
+SUMMARY_METRICS = ("val_loss", "val_accuracy", "val_macro_f1", "val_roc_auc", "val_cmap", "train_loss",
+                   "train_accuracy")
 
 
 @dataclass
@@ -37,7 +38,8 @@ class CVResult:
 
 def cross_validate(cache, model_fn: Callable[[int], object], config: TrainConfig, *, k: int = 4,
                    group: str = "group", parallel: int = 1, batch_size: int = 64, seed: int = 0,
-                   augment=None, device=None, log: Callable[[dict], None] | None = None) -> CVResult:
+                   augment=None, device=None, log: Callable[[dict], None] | None = None,
+                   secondary_weight: float = 1.0) -> CVResult:
     """Train and validate ``k`` grouped folds of ``cache`` (an open Cache or its path).
 
     ``model_fn(n_classes)`` builds a fresh model (called after seeding torch with
@@ -53,7 +55,8 @@ def cross_validate(cache, model_fn: Callable[[int], object], config: TrainConfig
     cache = cache if isinstance(cache, Cache) else open_cache(cache)
     folds = group_kfold(cache, k, group=group, seed=seed)
     jobs = [dict(cache_path=str(cache.path), fold=i, train_idx=tr, val_idx=va, model_fn=model_fn,
-                 config=config, batch_size=batch_size, seed=seed, augment=augment, device=device)
+                 config=config, batch_size=batch_size, seed=seed, augment=augment, device=device,
+                 secondary_weight=secondary_weight)
             for i, (tr, va) in enumerate(folds)]
     if parallel <= 1:
         results = [_run_fold(**job, log=log) for job in jobs]
@@ -72,12 +75,13 @@ def summarise(results: list[dict], class_names) -> CVResult:
     """Fold results -> mean/std per metric and pooled metrics."""
     names = [m for m in SUMMARY_METRICS if all(m in r["metrics"] for r in results)]
     values = {m: np.array([r["metrics"][m] for r in results], dtype=np.float64) for m in names}
-    confusion = sum(np.asarray(r["confusion"]) for r in results)
+    # single-label folds pool their confusion matrices; multi-label ones report mean and std only
+    confusion = None if any(r["confusion"] is None for r in results) else sum(np.asarray(r["confusion"]) for r in results)
     return CVResult(
         folds=results,
         mean={m: float(v.mean()) for m, v in values.items()},
         std={m: float(v.std()) for m, v in values.items()},
-        pooled=confusion_metrics(confusion),
+        pooled=confusion_metrics(confusion) if confusion is not None else {},
         confusion=confusion,
         class_names=list(class_names),
     )
@@ -94,7 +98,7 @@ def _run_fold_job(job: dict) -> dict:
 
 
 def _run_fold(*, cache_path, fold, train_idx, val_idx, model_fn, config: TrainConfig, batch_size, seed, augment,
-              device, log=None) -> dict:
+              device, secondary_weight=1.0, log=None) -> dict:
     import torch
 
     from ..cache import open_cache
@@ -105,15 +109,18 @@ def _run_fold(*, cache_path, fold, train_idx, val_idx, model_fn, config: TrainCo
         config, seed=config.seed + fold, device=device or config.device,
         checkpoint_dir=None if config.checkpoint_dir is None else Path(config.checkpoint_dir) / f"fold{fold}",
     )
+    targets = {"targets": config.task, "secondary_weight": secondary_weight}
     train = make_loader(cache, batch_size, indices=train_idx, shuffle=True, device=fold_config.device,
-                        augment=augment, seed=seed + fold)
-    val = make_loader(cache, batch_size, indices=val_idx, shuffle=False, device=fold_config.device)
+                        augment=augment, seed=seed + fold, **targets)
+    val = make_loader(cache, batch_size, indices=val_idx, shuffle=False, device=fold_config.device, **targets)
     torch.manual_seed(fold_config.seed)
     model = model_fn(len(cache.class_names))
     fold_log = None if log is None else (lambda record: log({"fold": fold, **record}))
     result = fit(model, train, val, fold_config, log=fold_log)
     n = len(cache.class_names)
-    confusion = result.confusion if result.confusion is not None else np.zeros((n, n), dtype=np.int64)
+    confusion = result.confusion if result.confusion is not None else None
+    if confusion is None and config.task == "single":
+        confusion = np.zeros((n, n), dtype=np.int64)
     return {"fold": fold, "best_epoch": result.best_epoch, "epochs_run": len(result.history),
             "n_train": int(len(train_idx)), "n_val": int(len(val_idx)), "metrics": result.best_metrics,
-            "confusion": np.asarray(confusion)}
+            "confusion": None if confusion is None else np.asarray(confusion)}

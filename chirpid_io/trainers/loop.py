@@ -27,13 +27,18 @@ from torch import nn
 
 from ..errors import ConfigError
 from ..text import shown
+from .metrics import BY_TASK, SINGLE_LABEL, confusion_metrics, multilabel_metrics, per_class_from_confusion
 
 OPTIMIZERS = ("adam", "adamw", "sgd")
 SCHEDULES = ("cosine", "plateau", "onecycle", "none")
 AMP_MODES = ("auto", "bf16", "fp16", "off")
-METRICS = ("loss", "accuracy", "macro_f1")
-#: Every metric name ``fit`` records and early stopping and ``--version best`` accept.
-METRIC_NAMES = tuple(f"{split}_{m}" for split in ("val", "train") for m in METRICS)
+TASKS = ("single", "multilabel")
+LOSSES = ("auto", "ce", "bce", "focal")
+METRICS = SINGLE_LABEL  # the single-label task's, for code that predates multi-label
+#: Every metric name ``fit`` records (either task); early stopping and ``--version best``
+#: accept these.
+METRIC_NAMES = tuple(dict.fromkeys(f"{split}_{m}" for split in ("val", "train")
+                                   for task in TASKS for m in BY_TASK[task]))
 CHECKPOINT = "last.pt"
 
 
@@ -58,6 +63,14 @@ class TrainConfig:
     ``resume``: continue from it when it exists.
     """
 
+    task: str = field(default="single", metadata={"help": "single: one class per window (softmax); multilabel: "
+                                                          "every species in the window's label set (sigmoid)",
+                                                  "choices": TASKS})
+    loss: str = field(default="auto", metadata={"help": "auto: ce for single, bce for multilabel; focal: "
+                                                        "multilabel focal loss", "choices": LOSSES})
+    focal_gamma: float = field(default=2.0, metadata={"help": "focal loss: focusing exponent gamma"})
+    threshold: float = field(default=0.5, metadata={"help": "multilabel: probability above which a species "
+                                                            "counts as predicted (per-class precision/recall/F1)"})
     epochs: int = field(default=30, metadata={"help": "maximum epochs"})
     lr: float = field(default=1e-3, metadata={"help": "peak learning rate"})
     weight_decay: float = field(default=1e-4, metadata={"help": "weight decay (decoupled for adamw)"})
@@ -88,15 +101,23 @@ class TrainConfig:
         if isinstance(self.early_stopping, str):  # "val_loss,val_macro_f1", as the command line gives it
             self.early_stopping = tuple(m.strip() for m in self.early_stopping.split(",") if m.strip())
         self.early_stopping = tuple(self.early_stopping)
-        for name, value, choices in (("optimizer", self.optimizer, OPTIMIZERS),
+        for name, value, choices in (("optimizer", self.optimizer, OPTIMIZERS), ("task", self.task, TASKS),
+                                     ("loss", self.loss, LOSSES),
                                      ("schedule", self.schedule, SCHEDULES), ("amp", self.amp, AMP_MODES)):
             if value not in choices:
                 raise ConfigError(f"TrainConfig.{name} must be one of {choices}, got {value!r}")
+        if self.loss in ("bce", "focal") and self.task != "multilabel" or self.loss == "ce" and self.task != "single":
+            raise ConfigError(f"TrainConfig.loss={self.loss!r} does not fit task={self.task!r} (single: ce; "
+                              "multilabel: bce or focal; auto picks)")
+        if self.task == "multilabel" and self.early_stopping == ("val_loss", "val_macro_f1"):
+            self.early_stopping = ("val_loss", "val_roc_auc")  # the default, in this task's terms
+        known = [f"{split}_{m}" for split in ("val", "train") for m in BY_TASK[self.task]]
         for metric in self.early_stopping:
-            split, _, name = metric.partition("_")
-            if split not in ("train", "val") or name not in METRICS:
-                raise ConfigError(f"TrainConfig.early_stopping: unknown metric {metric!r}; use e.g. "
-                                  "'val_loss', 'val_accuracy', 'val_macro_f1'")
+            if metric not in known:
+                raise ConfigError(f"TrainConfig.early_stopping: unknown metric {metric!r} for task {self.task!r}; "
+                                  f"use {', '.join(known)}")
+        if not 0.0 < self.threshold < 1.0:
+            raise ConfigError(f"TrainConfig.threshold must lie strictly between 0 and 1, got {self.threshold}")
         if self.resume and self.checkpoint_dir is None:
             raise ConfigError("TrainConfig.resume=True needs checkpoint_dir (where the run's last.pt is)")
         if not self.early_stopping:
@@ -126,6 +147,7 @@ class FitResult:
     best_epoch: int
     best_metrics: dict
     confusion: np.ndarray | None = None
+    per_class: dict | None = None  #: the best epoch's per-class precision, recall, F1, support (and ROC-AUC)
     stopped_early: bool = False
     stop_reason: str = ""  #: why training stopped before ``epochs``, as a sentence ("" when it did not)
     resumed_at: int = 0  #: the epoch a resumed run continued after (0: not resumed)
@@ -151,9 +173,9 @@ def resolve_amp(mode: str, device: torch.device) -> torch.dtype | None:
 
 # -- metrics --------------------------------------------------------------------------
 class _Meter:
-    """Loss sum and confusion matrix (hence the sample count), kept on the device."""
+    """Single-label: loss sum and confusion matrix (hence the count), kept on the device."""
 
-    def __init__(self, n_classes: int, device: torch.device):
+    def __init__(self, n_classes: int, device: torch.device, config: TrainConfig):
         self.n = n_classes
         self.loss = torch.zeros((), dtype=torch.float64, device=device)
         self.confusion = torch.zeros(n_classes * n_classes, dtype=torch.int64, device=device)
@@ -166,29 +188,76 @@ class _Meter:
         cells = y * self.n + pred
         self.confusion.index_add_(0, cells, torch.ones_like(cells))
 
-    def result(self, prefix: str) -> tuple[dict, np.ndarray]:
+    @property
+    def count(self) -> int:
+        return int(self.confusion.sum().item())
+
+    def result(self, prefix: str) -> tuple[dict, np.ndarray, dict]:
         confusion = self.confusion.view(self.n, self.n).cpu().numpy()  # the epoch's one sync
-        count = int(confusion.sum())
-        loss = float(self.loss.item()) / max(count, 1)
+        loss = float(self.loss.item()) / max(int(confusion.sum()), 1)
         metrics = {f"{prefix}_loss": loss, **{f"{prefix}_{k}": v for k, v in confusion_metrics(confusion).items()}}
-        return metrics, confusion
+        return metrics, confusion, per_class_from_confusion(confusion)
 
 
-def confusion_metrics(confusion: np.ndarray) -> dict:
-    """Accuracy and macro-F1 from a (true, predicted) count matrix.
+class _MultiMeter:
+    """Multi-label: loss sum, and every window's probabilities and targets (ROC-AUC and
+    average precision need them all), kept on the device until the epoch ends."""
 
-    Macro-F1 averages over the classes that occur as a target or a prediction (as
-    scikit-learn does without ``labels=``); a class never seen in either is left out.
-    """
-    confusion = np.asarray(confusion, dtype=np.float64)
-    total = confusion.sum()
-    tp = np.diag(confusion)
-    fp = confusion.sum(0) - tp
-    fn = confusion.sum(1) - tp
-    present = (tp + fp + fn) > 0
-    f1 = np.divide(2 * tp, 2 * tp + fp + fn, out=np.zeros_like(tp), where=present)
-    return {"accuracy": float(tp.sum() / total) if total else 0.0,
-            "macro_f1": float(f1[present].mean()) if present.any() else 0.0}
+    def __init__(self, n_classes: int, device: torch.device, config: TrainConfig):
+        self.n, self.threshold = n_classes, config.threshold
+        self.loss = torch.zeros((), dtype=torch.float64, device=device)
+        self.probabilities: list[torch.Tensor] = []
+        self.targets: list[torch.Tensor] = []
+
+    def update(self, loss_sum: torch.Tensor, logits: torch.Tensor, y: torch.Tensor) -> None:
+        self.loss += loss_sum.detach().double()
+        self.probabilities.append(torch.sigmoid(logits.detach().float()))
+        self.targets.append(y.detach())
+
+    @property
+    def count(self) -> int:
+        return sum(len(t) for t in self.targets)
+
+    def result(self, prefix: str) -> tuple[dict, None, dict]:
+        if not self.targets:
+            return {f"{prefix}_loss": 0.0}, None, {}
+        probabilities = torch.cat(self.probabilities).cpu().numpy()
+        targets = torch.cat(self.targets).float().cpu().numpy()
+        metrics, per_class = multilabel_metrics(probabilities, targets, self.threshold)
+        loss = float(self.loss.item()) / max(targets.size, 1)  # per window and class, as BCE's mean
+        return {f"{prefix}_loss": loss, **{f"{prefix}_{k}": v for k, v in metrics.items()}}, None, per_class
+
+
+def _criteria(config: TrainConfig, train_loader, n_classes: int, device):
+    """(training loss, validation loss, meter class) for the task: both losses sum over
+    the batch; validation scores the plain loss (class weights and label smoothing are
+    training devices, and would make val_loss incomparable across configs)."""
+    weights = _class_weights(config, train_loader, n_classes, device)
+    if config.task == "single":
+        return (nn.CrossEntropyLoss(weight=weights, label_smoothing=config.label_smoothing, reduction="sum"),
+                nn.CrossEntropyLoss(reduction="sum"), _Meter)
+    if config.loss == "focal":
+        return FocalLoss(config.focal_gamma, weights), nn.BCEWithLogitsLoss(reduction="sum"), _MultiMeter
+    return nn.BCEWithLogitsLoss(weight=weights, reduction="sum"), nn.BCEWithLogitsLoss(reduction="sum"), _MultiMeter
+
+
+class FocalLoss(nn.Module):
+    """Binary focal loss summed over windows and classes: BCE times ``(1 - p_t) ** gamma``,
+    where ``p_t`` is the probability given to the target (soft targets interpolate)."""
+
+    def __init__(self, gamma: float = 2.0, weight: torch.Tensor | None = None):
+        super().__init__()
+        self.gamma = gamma
+        self.register_buffer("weight", weight if weight is not None else None)
+
+    def forward(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        bce = nn.functional.binary_cross_entropy_with_logits(logits, targets, reduction="none")
+        p = torch.sigmoid(logits)
+        p_t = p * targets + (1 - p) * (1 - targets)
+        loss = bce * (1 - p_t).pow(self.gamma)
+        if self.weight is not None:
+            loss = loss * self.weight
+        return loss.sum()
 
 
 # -- the loop -------------------------------------------------------------------------
@@ -219,17 +288,13 @@ def fit(model: nn.Module, train_loader: Iterable, val_loader: Iterable | None, c
     if config.channels_last:
         model = model.to(memory_format=torch.channels_last)
     n_classes = _n_classes(model)
-    criterion = nn.CrossEntropyLoss(weight=_class_weights(config, train_loader, n_classes, device),
-                                    label_smoothing=config.label_smoothing, reduction="sum")
-    # validation scores the data's plain cross-entropy: class weights and label smoothing
-    # are training devices, and would make val_loss incomparable across configs
-    plain = nn.CrossEntropyLoss(reduction="sum")
+    criterion, plain, meter = _criteria(config, train_loader, n_classes, device)
     optimizer = _optimizer(model, config)
     scheduler = _scheduler(optimizer, config, train_loader)
     step = torch.compile(model) if config.compile else model
 
     state = {"epoch": 0, "history": [], "best": {}, "best_epoch": 0, "best_state": None,
-             "best_confusion": None, "bad_epochs": 0}
+             "best_confusion": None, "best_per_class": None, "bad_epochs": 0}
     ckpt_path = Path(config.checkpoint_dir) / CHECKPOINT if config.checkpoint_dir else None
     if config.resume and ckpt_path is not None and ckpt_path.exists():
         state = _load_checkpoint(ckpt_path, model, optimizer, scheduler, scaler, device, config, run)
@@ -244,22 +309,23 @@ def fit(model: nn.Module, train_loader: Iterable, val_loader: Iterable | None, c
             for group in optimizer.param_groups:
                 group["lr"] = config.lr * cosine_factor(epoch, config)
         started = time.perf_counter()
-        train_meter = _run_epoch(step, train_loader, criterion, device, amp_dtype, n_classes, config,
+        train_meter = _run_epoch(step, train_loader, criterion, device, amp_dtype, meter(n_classes, device, config), config,
                                  optimizer=optimizer, scaler=scaler,
                                  scheduler=scheduler if config.schedule == "onecycle" else None,
                                  progress=progress, desc=f"epoch {epoch}/{config.epochs}")
         record = {"epoch": epoch, "lr": optimizer.param_groups[0]["lr"]}
-        metrics, _ = train_meter.result("train")  # waits for the device: the timing is honest
+        metrics, _, _ = train_meter.result("train")  # waits for the device: the timing is honest
         train_seconds = time.perf_counter() - started
         record.update(metrics)
-        confusion = None
+        confusion = per_class = None
         if val_loader is not None:
             with torch.no_grad():
-                val_meter = _run_epoch(step, val_loader, plain, device, amp_dtype, n_classes, config)
-            metrics, confusion = val_meter.result("val")
+                val_meter = _run_epoch(step, val_loader, plain, device, amp_dtype, meter(n_classes, device, config),
+                                       config)
+            metrics, confusion, per_class = val_meter.result("val")
             record.update(metrics)
         seconds = time.perf_counter() - started
-        count = int(train_meter.confusion.sum().item())
+        count = train_meter.count
         if count == 0:
             raise ConfigError("the training loader yielded no batches: check its indices and batch "
                               "size (drop_last with fewer windows than one batch gives none)")
@@ -278,7 +344,7 @@ def fit(model: nn.Module, train_loader: Iterable, val_loader: Iterable | None, c
         if not present or present[0] in improved or state["best_state"] is None:
             # a real copy: state_dict() tensors alias the live parameters
             state["best_state"] = {k: v.detach().clone() for k, v in model.state_dict().items()}
-            state["best_epoch"], state["best_confusion"] = epoch, confusion
+            state["best_epoch"], state["best_confusion"], state["best_per_class"] = epoch, confusion, per_class
         state["bad_epochs"] = 0 if improved else state["bad_epochs"] + 1
         state["epoch"] = epoch
         if ckpt_path is not None:
@@ -297,17 +363,17 @@ def fit(model: nn.Module, train_loader: Iterable, val_loader: Iterable | None, c
         model.load_state_dict(state["best_state"])
     best = next((r for r in state["history"] if r["epoch"] == state["best_epoch"]), {})
     return FitResult(model=model, history=state["history"], best_epoch=state["best_epoch"], best_metrics=dict(best),
-                     confusion=state["best_confusion"], stopped_early=bool(stop_reason), stop_reason=stop_reason,
+                     confusion=state["best_confusion"], per_class=state.get("best_per_class"),
+                     stopped_early=bool(stop_reason), stop_reason=stop_reason,
                      resumed_at=resumed_at)
 
 
-def _run_epoch(model, loader, criterion, device, amp_dtype, n_classes, config, *, optimizer=None, scaler=None,
-               scheduler=None, progress=None, desc="") -> _Meter:
+def _run_epoch(model, loader, criterion, device, amp_dtype, meter, config, *, optimizer=None, scaler=None,
+               scheduler=None, progress=None, desc=""):
     from tqdm import tqdm
 
     training = optimizer is not None
     model.train(training)
-    meter = _Meter(n_classes, device)
     non_blocking = device.type == "cuda"
     total = len(loader) if hasattr(loader, "__len__") else None
     bar = tqdm(loader, total=total, desc=desc, unit="batch", leave=False, dynamic_ncols=True,
@@ -322,7 +388,8 @@ def _run_epoch(model, loader, criterion, device, amp_dtype, n_classes, config, *
         loss_sum = criterion(logits.float(), y)
         if training:
             optimizer.zero_grad(set_to_none=True)
-            scaler.scale(loss_sum / len(y)).backward()
+            # the mean per window (single) or per window and class (multilabel, as BCE's mean)
+            scaler.scale(loss_sum / y.numel() if config.task == "multilabel" else loss_sum / len(y)).backward()
             if config.grad_clip:
                 scaler.unscale_(optimizer)
                 nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
@@ -353,6 +420,8 @@ def _n_classes(model: nn.Module) -> int:
 
 
 def _class_weights(config: TrainConfig, loader, n_classes: int, device) -> torch.Tensor | None:
+    """Loss weight per class. "balanced": ``n / (k * count)`` from the training targets
+    (single: each window's class; multilabel: each present species), 0 for absent classes."""
     if config.class_weights is None:
         return None
     if config.class_weights != "balanced":
@@ -363,10 +432,17 @@ def _class_weights(config: TrainConfig, loader, n_classes: int, device) -> torch
         return weights.to(device)
     dataset = getattr(loader, "dataset", None)
     if hasattr(dataset, "cache") and hasattr(dataset, "indices"):  # a chirpid_io loader: no reading
-        labels = dataset.cache.labels[dataset.indices]
+        if config.task == "multilabel":
+            counts = torch.as_tensor(dataset.cache.multi_hot(dataset.indices) > 0).sum(0).double()
+        else:
+            counts = torch.bincount(torch.as_tensor(np.asarray(dataset.cache.labels[dataset.indices])),
+                                    minlength=n_classes).double()
     else:  # any other iterable: one pass over its targets
-        labels = torch.cat([_hard(torch.as_tensor(y)).cpu() for _, y in loader])
-    counts = torch.bincount(torch.as_tensor(np.asarray(labels), dtype=torch.int64), minlength=n_classes).double()
+        targets = [torch.as_tensor(y).cpu() for _, y in loader]
+        if config.task == "multilabel":
+            counts = (torch.cat(targets) > 0).sum(0).double()
+        else:
+            counts = torch.bincount(torch.cat([_hard(t) for t in targets]), minlength=n_classes).double()
     # sklearn's "balanced": n / (k * count); absent classes get weight 0, not infinity
     weights = torch.where(counts > 0, counts.sum() / (n_classes * counts.clamp_min(1)), 0.0)
     return weights.float().to(device)

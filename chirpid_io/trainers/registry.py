@@ -55,6 +55,11 @@ class ModelEntry:
     path: Path
     meta: dict = field(default_factory=dict)
 
+    @property
+    def task(self) -> str:
+        """"single" (softmax over classes) or "multilabel" (a sigmoid per class)."""
+        return self.meta.get("task", "single")
+
     def check_features(self, config) -> None:
         """Refuse features made with another recipe: ``config`` is a SpectrogramConfig or
         anything with a ``.config`` (an open cache). Raises FingerprintMismatchError."""

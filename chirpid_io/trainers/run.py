@@ -37,6 +37,8 @@ class RunSpec:
     group: str = field(default="group", metadata={"help": "cache column whose groups never straddle a split"})
     workers: int = field(default=0, metadata={"help": "loader worker processes (0: a read-ahead thread)"})
     augment: bool = field(default=True, metadata={"help": "augment training batches (SpecAugment, by default)"})
+    secondary_weight: float = field(default=1.0, metadata={"help": "multilabel: target of a window's secondary "
+                                                                   "species (1: plain multi-hot)"})
     folds: int | None = field(default=None, metadata={"help": "cross-validate with this many grouped folds "
                                                                "instead of training one model"})
     parallel: int = field(default=1, metadata={"help": "with folds: folds trained at once, in processes"})
@@ -95,14 +97,18 @@ def train(cache, registry, config=None, spec: RunSpec | None = None, augment=Non
             progress_log = None if spec.parallel > 1 else (lambda r: echo(f"fold {r['fold']}  " + format_epoch(r)))
             result = cross_validate(cache, model_fn, config, k=spec.folds, group=spec.group, parallel=spec.parallel,
                                     batch_size=spec.batch_size, seed=config.seed, augment=augment, device=device,
-                                    log=progress_log)
+                                    log=progress_log, secondary_weight=spec.secondary_weight)
+            shown_metrics = [m for m in ("val_loss", "val_accuracy", "val_roc_auc", "val_cmap", "val_macro_f1")
+                             if m in result.mean]
             for fold in result.folds:
                 m = fold["metrics"]
-                echo(f"fold {fold['fold']}: best epoch {fold['best_epoch']}, val_accuracy {m['val_accuracy']:.4f}, "
-                     f"val_macro_f1 {m['val_macro_f1']:.4f} ({fold['n_train']} train / {fold['n_val']} val windows)")
-            for key in ("val_accuracy", "val_macro_f1", "val_loss"):
+                echo(f"fold {fold['fold']}: best epoch {fold['best_epoch']}, "
+                     + ", ".join(f"{k} {m[k]:.4f}" for k in shown_metrics)
+                     + f" ({fold['n_train']} train / {fold['n_val']} val windows)")
+            for key in shown_metrics:
                 echo(f"{key}: {result.mean[key]:.4f} ± {result.std[key]:.4f}")
-            echo(f"pooled over folds: accuracy {result.pooled['accuracy']:.4f}, macro_f1 {result.pooled['macro_f1']:.4f}")
+            if result.pooled:
+                echo("pooled over folds: " + ", ".join(f"{k} {v:.4f}" for k, v in result.pooled.items()))
             metrics = {"mean": result.mean, "std": result.std, "pooled": result.pooled}
             log.end({**metrics, "confusion": result.confusion,
                      "folds": [{k: v for k, v in f.items() if k != "confusion"} for f in result.folds]})
@@ -111,15 +117,17 @@ def train(cache, registry, config=None, spec: RunSpec | None = None, augment=Non
         train_idx, val_idx = group_split(cache, spec.val_fraction, group=spec.group, seed=config.seed)
         for warning in split_warnings(cache, train_idx, val_idx):
             print(f"warning: {warning}", file=sys.stderr, flush=True)
+        targets = {"targets": config.task, "secondary_weight": spec.secondary_weight}
         train_loader = make_loader(cache, spec.batch_size, indices=train_idx, device=device, augment=augment,
-                                   seed=config.seed, num_workers=spec.workers)
+                                   seed=config.seed, num_workers=spec.workers, **targets)
         val_loader = make_loader(cache, spec.batch_size, indices=val_idx, shuffle=False, device=device,
-                                 num_workers=spec.workers)
+                                 num_workers=spec.workers, **targets)
         torch.manual_seed(config.seed)
         model = model_fn(len(cache.class_names))
         run = {"cache_id": cache.cache_id, "fingerprint": cache.fingerprint, "model": spec.model,
                "model_kwargs": dict(spec.model_kwargs), "batch_size": spec.batch_size, "n_train": int(len(train_idx)),
-               "n_val": int(len(val_idx)), "augment": None if augment is None else asdict(augment)}
+               "n_val": int(len(val_idx)), "augment": None if augment is None else asdict(augment),
+               "secondary_weight": spec.secondary_weight}
         result = fit(model, train_loader, val_loader, config, log=log, run=run, progress=progress)
         if result.stop_reason:
             echo(result.stop_reason)
@@ -127,13 +135,14 @@ def train(cache, registry, config=None, spec: RunSpec | None = None, augment=Non
                    "best_epoch": result.best_epoch, "n_train": int(len(train_idx)), "n_val": int(len(val_idx))}
         version = ModelRegistry(registry).save(
             result.model, name, cache=cache, metrics=metrics,
-            extra={"train_config": config.to_dict(), "run": run, "log": str(log_path),
+            extra={"task": config.task, "train_config": config.to_dict(), "run": run, "log": str(log_path),
+                   "per_class": result.per_class,
                    "epochs_run": result.history[-1]["epoch"] if result.history else 0,
                    "resumed_at_epoch": result.resumed_at, "stop_reason": result.stop_reason},
         )
         log.end({**metrics, "registered": f"{name} v{version}", "confusion": result.confusion,
                  "stop_reason": result.stop_reason})
-    echo(f"best epoch {result.best_epoch}: val_accuracy {metrics.get('val_accuracy', float('nan')):.4f}, "
-         f"val_macro_f1 {metrics.get('val_macro_f1', float('nan')):.4f}; registered {name} v{version} in "
-         f"{shown(registry)}")
+    scores = ", ".join(f"{k} {metrics[k]:.4f}" for k in ("val_accuracy", "val_roc_auc", "val_cmap", "val_macro_f1")
+                       if k in metrics)
+    echo(f"best epoch {result.best_epoch}: {scores}; registered {name} v{version} in {shown(registry)}")
     return TrainOutcome(result, metrics, name, version, log_path)
