@@ -78,6 +78,12 @@ AUDIO_EXTENSIONS = (
 BACKENDS = ("auto", "soundfile", "pyav")
 #: Frames per block that ``blocks()`` yields when not told (about 1.5 s at 44.1 kHz).
 DEFAULT_BLOCK_FRAMES = 65_536
+#: Frames libsndfile is asked for at a time (at least; more when a block is larger).
+_SOUNDFILE_READ_FRAMES = 65_536
+#: A decode of a whole file (MP3 through libsndfile) is refused when its header claims
+#: more float32 bytes than this many times the file's size (plus 64 MiB): MPEG at its
+#: lowest bit rate expands under 100x, a damaged or hostile header far more.
+_MAX_EXPANSION = 128
 #: libsndfile codecs (``SoundFile.subtype``) that ``auto`` hands to FFmpeg because FFmpeg
 #: decodes them faster and within the fidelity bounds (see benchmarks/decode_formats.py).
 FFMPEG_PREFERRED_CODECS: frozenset[str] = frozenset({"OPUS"})
@@ -272,57 +278,54 @@ class _SoundFile(AudioFile):
     """libsndfile through soundfile: the samples ``librosa.load`` sees."""
 
     def __init__(self, path: Path):
-        import soundfile as sf
-
         self.path = path
-        try:
-            self._file = sf.SoundFile(str(path))
-        except sf.LibsndfileError as exc:
-            raise self._error(f"not decodable audio (libsndfile: {_one_line(exc.error_string)})") from None
-        except (RuntimeError, ValueError, TypeError, OSError) as exc:
-            raise self._error(f"not decodable audio (libsndfile: {_one_line(exc)})") from None
+        self._file = self._open()
+        self._position = 0  # frames read since the last rewind (SoundFile.tell() fails for some formats)
         f = self._file
         if f.channels < 1 or f.samplerate < 1:
             f.close()
             raise self._error(f"has an invalid header ({f.channels} channels at {f.samplerate} Hz)")
         # libsndfile's MPEG length comes from a Xing/LAME header when there is one, else
         # from the file size; every other length it reports is the decoded length
-        exact = f.format != "MP3"
         self.info = AudioInfo(
             sample_rate=int(f.samplerate), channels=int(f.channels), frames=int(f.frames),
-            frames_exact=exact, duration_seconds=f.frames / f.samplerate, container=f.format,
-            codec=f.subtype, backend="soundfile",
+            frames_exact=f.format != "MP3", duration_seconds=f.frames / f.samplerate,
+            container=f.format, codec=f.subtype, backend="soundfile",
         )
         self._check_nonfinite = not f.subtype.startswith(_INTEGER_SUBTYPES)
         self.bounded_memory = f.subtype not in SOUNDFILE_WHOLE_CODECS
 
+    def _open(self):
+        import soundfile as sf
+
+        try:
+            return sf.SoundFile(str(self.path))
+        except sf.LibsndfileError as exc:
+            raise self._error(f"not decodable audio (libsndfile: {_one_line(exc.error_string)})") from None
+        except (RuntimeError, ValueError, TypeError, OSError) as exc:
+            raise self._error(f"not decodable audio (libsndfile: {_one_line(exc)})") from None
+
     def blocks(self, block_frames: int = DEFAULT_BLOCK_FRAMES) -> Iterator[np.ndarray]:
         block_frames = _check_block_size(block_frames)
-        if self._file.closed:
-            raise ValueError(f"{self.path}: the AudioFile is closed")
-        return self._decode(block_frames)
-
-    def _decode(self, block_frames: int) -> Iterator[np.ndarray]:
+        self._check_open()
         if not self.bounded_memory:
-            whole = self.read()
-            for start in range(0, len(whole), block_frames):
-                yield whole[start:start + block_frames]
-            return
-        self._rewind()
-        done = 0
-        # no further than the length libsndfile states, as read() (and librosa) stop there
-        while (want := min(block_frames, self.info.frames - done)) > 0:
-            block = self._read(want, done)
-            if len(block) == 0:
-                return
-            self._check(block, done)
-            yield block
-            done += len(block)
+            return _slices(self.read(), block_frames)
+        # libsndfile is read in chunks of at least _SOUNDFILE_READ_FRAMES: every codec it
+        # has decodes the same samples for any split at that size (tested), and PAF 24-bit
+        # loses frames when read one frame at a time
+        chunks = self._chunks(max(block_frames, _SOUNDFILE_READ_FRAMES))
+        return _reblock(chunks, block_frames)
 
     def read(self) -> np.ndarray:
-        # one call, as librosa.load and sf.read make it
-        if self._file.closed:
-            raise ValueError(f"{self.path}: the AudioFile is closed")
+        self._check_open()
+        if self.bounded_memory:
+            return super().read()
+        # one read, as librosa.load and sf.read make it (see SOUNDFILE_WHOLE_CODECS)
+        info = self.info
+        needed = info.frames * info.channels * 4
+        if needed > _MAX_EXPANSION * self.path.stat().st_size + (64 << 20):
+            raise self._error(f"states an implausible length ({info.frames} frames for "
+                              f"{self.path.stat().st_size} bytes); the header is damaged")
         self._rewind()
         data = self._read(-1, 0)
         self._check(data, 0)
@@ -331,30 +334,79 @@ class _SoundFile(AudioFile):
     def close(self) -> None:
         self._file.close()
 
+    def _check_open(self) -> None:
+        if self._file.closed:
+            raise ValueError(f"{self.path}: the AudioFile is closed")
+
+    def _chunks(self, size: int) -> Iterator[np.ndarray]:
+        self._rewind()
+        done = 0
+        # no further than the length libsndfile states: sf.read (and so librosa) stops there
+        while (want := min(size, self.info.frames - done)) > 0:
+            chunk = self._read(want, done)
+            if len(chunk) == 0:
+                return
+            self._check(chunk, done)
+            yield chunk
+            done += len(chunk)
+
     def _rewind(self) -> None:
         import soundfile as sf
 
-        if self._file.tell() == 0:
+        if self._position == 0:
             return
         try:
             self._file.seek(0)
         except (sf.LibsndfileError, RuntimeError, ValueError):
             self._file.close()  # a format libsndfile cannot seek in: start a fresh decoder
-            self._file = sf.SoundFile(str(self.path))
+            self._file = self._open()
+        self._position = 0
 
     def _read(self, frames: int, done: int) -> np.ndarray:
         import soundfile as sf
 
         try:
-            return self._file.read(frames, dtype="float32", always_2d=True)
-        except (sf.LibsndfileError, RuntimeError, ValueError) as exc:
+            data = self._file.read(frames, dtype="float32", always_2d=True)
+        except (sf.LibsndfileError, RuntimeError, ValueError, MemoryError) as exc:
             at = done / self.info.sample_rate
             raise self._error(f"truncated or damaged mid-stream near {at:.2f} s "
                               f"(libsndfile: {_one_line(getattr(exc, 'error_string', exc))})") from None
+        self._position += len(data)
+        return data
 
     def _check(self, block: np.ndarray, done: int) -> None:
         if self._check_nonfinite and not _finite(block):
             raise self._error(f"holds NaN or infinite samples (in the block at {done / self.info.sample_rate:.2f} s)")
+
+
+def _slices(whole: np.ndarray, size: int) -> Iterator[np.ndarray]:
+    for start in range(0, len(whole), size):
+        yield whole[start:start + size]
+
+
+def _reblock(chunks: Iterator[np.ndarray], size: int) -> Iterator[np.ndarray]:
+    """Chunks of any lengths, in order, as blocks of exactly ``size`` frames (the last
+    may be shorter)."""
+    pending: list[np.ndarray] = []
+    held = 0
+    for chunk in chunks:
+        start = 0
+        if pending:
+            need = size - held
+            if len(chunk) < need:
+                pending.append(chunk)
+                held += len(chunk)
+                continue
+            pending.append(chunk[:need])
+            yield np.concatenate(pending)
+            pending, held, start = [], 0, need
+        while len(chunk) - start >= size:
+            yield chunk[start:start + size]
+            start += size
+        if start < len(chunk):
+            pending, held = [chunk[start:]], len(chunk) - start
+    if pending:
+        yield pending[0] if len(pending) == 1 else np.concatenate(pending)
 
 
 # --------------------------------------------------------------------------- FFmpeg
