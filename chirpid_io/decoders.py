@@ -112,8 +112,10 @@ _STATED_LENGTH_DEMUXERS = frozenset({"mov", "matroska", "ogg", "asf", "caf", "ai
 #: truncated: codec delay and frame rounding (Opus pre-skip, WMA's one-frame lead) stay
 #: well under this, a lost page or a cut file does not.
 _SHORTFALL_FRAMES, _SHORTFALL_FRACTION = 8_192, 0.002
-#: Lossless or PCM codecs for which a stated length is the exact decoded length.
-_EXACT_FFMPEG_CODECS = ("pcm_", "flac", "alac", "wavpack", "tta", "ape")
+#: FFmpeg codecs for which a stated length is the exact decoded length (tested). Not
+#: ALAC: FFmpeg's CAF demuxer and ALAC decoder trim the padding of the last packet twice,
+#: so a CAF/ALAC file FFmpeg wrote decodes up to one packet (4096 frames) short.
+_EXACT_FFMPEG_CODECS = ("pcm_", "flac")
 #: libsndfile subtypes that decode to integers (scaled): they cannot hold NaN or Inf.
 _INTEGER_SUBTYPES = ("PCM_", "ULAW", "ALAW", "IMA_ADPCM", "MS_ADPCM", "GSM610", "G72", "DWVW",
                      "DPCM", "VOX_ADPCM", "NMS_ADPCM", "ALAC_")
@@ -129,8 +131,8 @@ class AudioInfo:
     """What a file says about itself, before decoding.
 
     ``frames`` is the number of sample frames per channel: exact when ``frames_exact``
-    (PCM, FLAC and other lossless codecs in a container with a length, OGG Vorbis through
-    libsndfile), else the container's estimate (None when it gives none). ``duration_seconds``
+    (everything libsndfile reads but MP3; PCM and FLAC through FFmpeg), else the
+    container's estimate (None when it gives none). ``duration_seconds``
     is ``frames / sample_rate`` (None without frames).
     """
 
@@ -254,6 +256,11 @@ def _finite(block: np.ndarray) -> bool:
     return math.isfinite(float(block.sum(dtype=np.float64)))
 
 
+def _nonfinite_reason(block: np.ndarray, done: int, rate: int) -> str:
+    first = done + int(np.argmin(np.isfinite(block).all(axis=1)))
+    return f"holds NaN or infinite samples (the first at {first / rate:.2f} s)"
+
+
 def _one_line(text: object, limit: int = 160) -> str:
     """``text`` as one printable line: control characters become spaces, then trimmed."""
     cleaned = "".join(ch if ch.isprintable() else " " for ch in str(text))
@@ -314,7 +321,14 @@ class _SoundFile(AudioFile):
         # has decodes the same samples for any split at that size (tested), and PAF 24-bit
         # loses frames when read one frame at a time
         chunks = self._chunks(max(block_frames, _SOUNDFILE_READ_FRAMES))
-        return _reblock(chunks, block_frames)
+        return self._checked(_reblock(chunks, block_frames))
+
+    def _checked(self, blocks: Iterator[np.ndarray]) -> Iterator[np.ndarray]:
+        done = 0
+        for block in blocks:
+            self._check(block, done)
+            yield block
+            done += len(block)
 
     def read(self) -> np.ndarray:
         self._check_open()
@@ -346,7 +360,6 @@ class _SoundFile(AudioFile):
             chunk = self._read(want, done)
             if len(chunk) == 0:
                 return
-            self._check(chunk, done)
             yield chunk
             done += len(chunk)
 
@@ -376,7 +389,7 @@ class _SoundFile(AudioFile):
 
     def _check(self, block: np.ndarray, done: int) -> None:
         if self._check_nonfinite and not _finite(block):
-            raise self._error(f"holds NaN or infinite samples (in the block at {done / self.info.sample_rate:.2f} s)")
+            raise self._error(_nonfinite_reason(block, done, self.info.sample_rate))
 
 
 def _slices(whole: np.ndarray, size: int) -> Iterator[np.ndarray]:
@@ -389,22 +402,27 @@ def _reblock(chunks: Iterator[np.ndarray], size: int) -> Iterator[np.ndarray]:
     may be shorter)."""
     pending: list[np.ndarray] = []
     held = 0
-    for chunk in chunks:
-        start = 0
-        if pending:
-            need = size - held
-            if len(chunk) < need:
-                pending.append(chunk)
-                held += len(chunk)
-                continue
-            pending.append(chunk[:need])
-            yield np.concatenate(pending)
-            pending, held, start = [], 0, need
-        while len(chunk) - start >= size:
-            yield chunk[start:start + size]
-            start += size
-        if start < len(chunk):
-            pending, held = [chunk[start:]], len(chunk) - start
+    try:
+        for chunk in chunks:
+            start = 0
+            if pending:
+                need = size - held
+                if len(chunk) < need:
+                    pending.append(chunk)
+                    held += len(chunk)
+                    continue
+                pending.append(chunk[:need])
+                yield np.concatenate(pending)
+                pending, held, start = [], 0, need
+            while len(chunk) - start >= size:
+                yield chunk[start:start + size]
+                start += size
+            if start < len(chunk):
+                pending, held = [chunk[start:]], len(chunk) - start
+    except AudioDecodeError:
+        if pending:  # the samples before the damage come first
+            yield pending[0] if len(pending) == 1 else np.concatenate(pending)
+        raise
     if pending:
         yield pending[0] if len(pending) == 1 else np.concatenate(pending)
 
@@ -493,6 +511,7 @@ class _PyAVFile(AudioFile):
         done = 0  # frames yielded or buffered
         buf, pos = np.empty((block_frames, channels), np.float32), 0
         floating = False  # integer samples cannot be NaN or Inf: checked only after a float frame
+        failure: AudioDecodeError | None = None  # raised after the samples before it
         try:
             frames = self._frames(container, container.streams.audio[0])
             while True:
@@ -501,19 +520,22 @@ class _PyAVFile(AudioFile):
                 except StopIteration:
                     break
                 except av.error.FFmpegError as exc:
-                    raise self._error(f"truncated or damaged mid-stream near {done / rate:.2f} s "
-                                      f"(FFmpeg: {_ffmpeg_text(exc)})") from None
+                    failure = self._error(f"truncated or damaged mid-stream near {done / rate:.2f} s "
+                                          f"(FFmpeg: {_ffmpeg_text(exc)})")
+                    break
                 k = frame.samples
                 if k == 0:
                     continue
                 if frame.layout.nb_channels != channels or frame.sample_rate != rate:
-                    raise self._error(f"changes format mid-stream near {done / rate:.2f} s "
-                                      f"({channels} ch {rate} Hz to {frame.layout.nb_channels} ch "
-                                      f"{frame.sample_rate} Hz)")
+                    failure = self._error(f"changes format mid-stream near {done / rate:.2f} s "
+                                          f"({channels} ch {rate} Hz to {frame.layout.nb_channels} ch "
+                                          f"{frame.sample_rate} Hz)")
+                    break
                 try:
                     sources, scale = _frame_arrays(frame, k, channels)
                 except KeyError:
-                    raise self._error(f"decodes to an unsupported sample format ({frame.format.name})") from None
+                    failure = self._error(f"decodes to an unsupported sample format ({frame.format.name})")
+                    break
                 floating |= frame.format.name[:3] in ("flt", "dbl")
                 off = 0
                 while off < k:
@@ -531,6 +553,8 @@ class _PyAVFile(AudioFile):
                 yield buf[:pos]
         finally:
             container.close()
+        if failure is not None:
+            raise failure
         self._check_length(done)
 
     def _frames(self, container, stream):
@@ -551,7 +575,7 @@ class _PyAVFile(AudioFile):
 
     def _check(self, block: np.ndarray, floating: bool, first: int) -> None:
         if floating and not _finite(block):
-            raise self._error(f"holds NaN or infinite samples (in the block at {first / self.info.sample_rate:.2f} s)")
+            raise self._error(_nonfinite_reason(block, first, self.info.sample_rate))
 
     def _check_length(self, decoded: int) -> None:
         info = self.info
