@@ -48,9 +48,10 @@ from __future__ import annotations
 import math
 import os
 import stat
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from types import MappingProxyType
 
 import numpy as np
 
@@ -97,7 +98,7 @@ SOUNDFILE_WHOLE_CODECS: frozenset[str] = frozenset({"MPEG_LAYER_I", "MPEG_LAYER_
 #: fills noise bands with another random sequence than the reference decoder (libopus,
 #: which libsndfile uses too): up to 1.8e-2 apart, 4.9 dB in the mel image; libopus
 #: through FFmpeg is within 5e-7 of libsndfile's, and twice as fast (decode_formats.py).
-FFMPEG_DECODERS: dict[str, str] = {"opus": "libopus"}
+FFMPEG_DECODERS: Mapping[str, str] = MappingProxyType({"opus": "libopus"})
 #: FFmpeg demuxers allowed to open a file (``format_whitelist``): containers of audio,
 #: none that opens further files or URLs named in the data (hls, concat, dash, image2...).
 FFMPEG_DEMUXERS = (
@@ -433,9 +434,13 @@ def _reblock(chunks: Iterator[np.ndarray], size: int) -> Iterator[np.ndarray]:
 class _PyAVFile(AudioFile):
     """FFmpeg through PyAV, for what libsndfile cannot read (or reads slower)."""
 
-    def __init__(self, path: Path, decoders: dict[str, str] | None = None):
+    def __init__(self, path: Path, decoders: Mapping[str, str] | None = None):
+        import av
+
         self.path = path
-        self._decoders = FFMPEG_DECODERS if decoders is None else decoders
+        # ``decoders`` replaces FFMPEG_DECODERS (benchmarks pass {} for FFmpeg's own)
+        wanted = FFMPEG_DECODERS if decoders is None else decoders
+        self._decoders = {codec: name for codec, name in wanted.items() if name in av.codecs_available}
         self._container = None
         self._pass: Iterator[np.ndarray] | None = None
         self._closed = False
@@ -616,7 +621,7 @@ def _put(sources, off: int, n: int, scale: float | None, dest: np.ndarray) -> No
     for src, out in pairs:
         part = src[off:off + n]
         if part.dtype == np.uint8:  # unsigned 8-bit: centred on 128, as libsndfile reads it
-            np.subtract(part, 128, out=out, casting="unsafe")
+            np.subtract(part, np.float32(128), out=out)  # in float32: no uint8 wrap-around
             out *= np.float32(1 / 128)
         elif scale is None:
             np.copyto(out, part, casting="same_kind")
