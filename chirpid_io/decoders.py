@@ -192,9 +192,10 @@ def open_audio(path: str | os.PathLike, backend: str = "auto", *, streaming: boo
     """Open ``path`` for decoding with the rule in this module's docstring.
 
     ``backend``: "auto" (the rule), "soundfile" or "pyav" (only that one).
-    ``streaming``: promise bounded memory in ``blocks()``; with "auto" it sends the codecs
-    libsndfile cannot decode block by block (:data:`SOUNDFILE_WHOLE_CODECS`, MP3) to
-    FFmpeg, whose decode is a few 1e-6 from libsndfile's. Raises AudioDecodeError when
+    ``streaming``: with "auto", send the codecs libsndfile cannot decode block by block
+    (:data:`SOUNDFILE_WHOLE_CODECS`, MP3) to FFmpeg, whose decode is within 1e-5 of
+    libsndfile's, so that ``blocks()`` holds about one block (``bounded_memory`` says
+    whether it does: it cannot when only libsndfile opens the file). Raises AudioDecodeError when
     the path is not a readable, regular, non-empty file or no backend can open it;
     ValueError for an unknown backend.
     """

@@ -411,7 +411,8 @@ def test_files_that_name_other_files_are_refused(encoded, tmp_path):
 
 
 def test_names_with_control_characters_and_url_look_alikes(encoded, tmp_path):
-    for name in ("bird\nsong\x07\t.m4a", "concat:a.m4a|b.m4a", "http:x.m4a", "file:y.opus", "ü ?#%.wma"):
+    not_utf8 = os.fsdecode(b"latin1_\xe9\xff.m4a")
+    for name in ("bird\nsong\x07\t.m4a", "concat:a.m4a|b.m4a", "http:x.m4a", "file:y.opus", "ü ?#%.wma", not_utf8):
         fmt = {".m4a": "m4a-aac", ".opus": "opus", ".wma": "wma"}[Path(name).suffix]
         path = tmp_path / name
         path.write_bytes(encoded(fmt).read_bytes())
