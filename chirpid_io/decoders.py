@@ -48,9 +48,10 @@ from __future__ import annotations
 import math
 import os
 import stat
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from types import MappingProxyType
 
 import numpy as np
 
@@ -78,6 +79,12 @@ AUDIO_EXTENSIONS = (
 BACKENDS = ("auto", "soundfile", "pyav")
 #: Frames per block that ``blocks()`` yields when not told (about 1.5 s at 44.1 kHz).
 DEFAULT_BLOCK_FRAMES = 65_536
+#: Frames libsndfile is asked for at a time (at least; more when a block is larger).
+_SOUNDFILE_READ_FRAMES = 65_536
+#: A decode of a whole file (MP3 through libsndfile) is refused when its header claims
+#: more float32 bytes than this many times the file's size (plus 64 MiB): MPEG at its
+#: lowest bit rate expands under 100x, a damaged or hostile header far more.
+_MAX_EXPANSION = 128
 #: libsndfile codecs (``SoundFile.subtype``) that ``auto`` hands to FFmpeg because FFmpeg
 #: decodes them faster and within the fidelity bounds (see benchmarks/decode_formats.py).
 FFMPEG_PREFERRED_CODECS: frozenset[str] = frozenset({"OPUS"})
@@ -91,7 +98,7 @@ SOUNDFILE_WHOLE_CODECS: frozenset[str] = frozenset({"MPEG_LAYER_I", "MPEG_LAYER_
 #: fills noise bands with another random sequence than the reference decoder (libopus,
 #: which libsndfile uses too): up to 1.8e-2 apart, 4.9 dB in the mel image; libopus
 #: through FFmpeg is within 5e-7 of libsndfile's, and twice as fast (decode_formats.py).
-FFMPEG_DECODERS: dict[str, str] = {"opus": "libopus"}
+FFMPEG_DECODERS: Mapping[str, str] = MappingProxyType({"opus": "libopus"})
 #: FFmpeg demuxers allowed to open a file (``format_whitelist``): containers of audio,
 #: none that opens further files or URLs named in the data (hls, concat, dash, image2...).
 FFMPEG_DEMUXERS = (
@@ -106,8 +113,10 @@ _STATED_LENGTH_DEMUXERS = frozenset({"mov", "matroska", "ogg", "asf", "caf", "ai
 #: truncated: codec delay and frame rounding (Opus pre-skip, WMA's one-frame lead) stay
 #: well under this, a lost page or a cut file does not.
 _SHORTFALL_FRAMES, _SHORTFALL_FRACTION = 8_192, 0.002
-#: Lossless or PCM codecs for which a stated length is the exact decoded length.
-_EXACT_FFMPEG_CODECS = ("pcm_", "flac", "alac", "wavpack", "tta", "ape")
+#: FFmpeg codecs for which a stated length is the exact decoded length (tested). Not
+#: ALAC: FFmpeg's CAF demuxer and ALAC decoder trim the padding of the last packet twice,
+#: so a CAF/ALAC file FFmpeg wrote decodes up to one packet (4096 frames) short.
+_EXACT_FFMPEG_CODECS = ("pcm_", "flac")
 #: libsndfile subtypes that decode to integers (scaled): they cannot hold NaN or Inf.
 _INTEGER_SUBTYPES = ("PCM_", "ULAW", "ALAW", "IMA_ADPCM", "MS_ADPCM", "GSM610", "G72", "DWVW",
                      "DPCM", "VOX_ADPCM", "NMS_ADPCM", "ALAC_")
@@ -123,8 +132,8 @@ class AudioInfo:
     """What a file says about itself, before decoding.
 
     ``frames`` is the number of sample frames per channel: exact when ``frames_exact``
-    (PCM, FLAC and other lossless codecs in a container with a length, OGG Vorbis through
-    libsndfile), else the container's estimate (None when it gives none). ``duration_seconds``
+    (everything libsndfile reads but MP3; PCM and FLAC through FFmpeg), else the
+    container's estimate (None when it gives none). ``duration_seconds``
     is ``frames / sample_rate`` (None without frames).
     """
 
@@ -183,9 +192,10 @@ def open_audio(path: str | os.PathLike, backend: str = "auto", *, streaming: boo
     """Open ``path`` for decoding with the rule in this module's docstring.
 
     ``backend``: "auto" (the rule), "soundfile" or "pyav" (only that one).
-    ``streaming``: promise bounded memory in ``blocks()``; with "auto" it sends the codecs
-    libsndfile cannot decode block by block (:data:`SOUNDFILE_WHOLE_CODECS`, MP3) to
-    FFmpeg, whose decode is a few 1e-6 from libsndfile's. Raises AudioDecodeError when
+    ``streaming``: with "auto", send the codecs libsndfile cannot decode block by block
+    (:data:`SOUNDFILE_WHOLE_CODECS`, MP3) to FFmpeg, whose decode is within 1e-5 of
+    libsndfile's, so that ``blocks()`` holds about one block (``bounded_memory`` says
+    whether it does: it cannot when only libsndfile opens the file). Raises AudioDecodeError when
     the path is not a readable, regular, non-empty file or no backend can open it;
     ValueError for an unknown backend.
     """
@@ -248,6 +258,11 @@ def _finite(block: np.ndarray) -> bool:
     return math.isfinite(float(block.sum(dtype=np.float64)))
 
 
+def _nonfinite_reason(block: np.ndarray, done: int, rate: int) -> str:
+    first = done + int(np.argmin(np.isfinite(block).all(axis=1)))
+    return f"holds NaN or infinite samples (the first at {first / rate:.2f} s)"
+
+
 def _one_line(text: object, limit: int = 160) -> str:
     """``text`` as one printable line: control characters become spaces, then trimmed."""
     cleaned = "".join(ch if ch.isprintable() else " " for ch in str(text))
@@ -272,57 +287,61 @@ class _SoundFile(AudioFile):
     """libsndfile through soundfile: the samples ``librosa.load`` sees."""
 
     def __init__(self, path: Path):
-        import soundfile as sf
-
         self.path = path
-        try:
-            self._file = sf.SoundFile(str(path))
-        except sf.LibsndfileError as exc:
-            raise self._error(f"not decodable audio (libsndfile: {_one_line(exc.error_string)})") from None
-        except (RuntimeError, ValueError, TypeError, OSError) as exc:
-            raise self._error(f"not decodable audio (libsndfile: {_one_line(exc)})") from None
+        self._file = self._open()
+        self._position = 0  # frames read since the last rewind (SoundFile.tell() fails for some formats)
         f = self._file
         if f.channels < 1 or f.samplerate < 1:
             f.close()
             raise self._error(f"has an invalid header ({f.channels} channels at {f.samplerate} Hz)")
         # libsndfile's MPEG length comes from a Xing/LAME header when there is one, else
         # from the file size; every other length it reports is the decoded length
-        exact = f.format != "MP3"
         self.info = AudioInfo(
             sample_rate=int(f.samplerate), channels=int(f.channels), frames=int(f.frames),
-            frames_exact=exact, duration_seconds=f.frames / f.samplerate, container=f.format,
-            codec=f.subtype, backend="soundfile",
+            frames_exact=f.format != "MP3", duration_seconds=f.frames / f.samplerate,
+            container=f.format, codec=f.subtype, backend="soundfile",
         )
         self._check_nonfinite = not f.subtype.startswith(_INTEGER_SUBTYPES)
         self.bounded_memory = f.subtype not in SOUNDFILE_WHOLE_CODECS
 
+    def _open(self):
+        import soundfile as sf
+
+        try:
+            return sf.SoundFile(str(self.path))
+        except sf.LibsndfileError as exc:
+            raise self._error(f"not decodable audio (libsndfile: {_one_line(exc.error_string)})") from None
+        except (RuntimeError, ValueError, TypeError, OSError) as exc:
+            raise self._error(f"not decodable audio (libsndfile: {_one_line(exc)})") from None
+
     def blocks(self, block_frames: int = DEFAULT_BLOCK_FRAMES) -> Iterator[np.ndarray]:
         block_frames = _check_block_size(block_frames)
-        if self._file.closed:
-            raise ValueError(f"{self.path}: the AudioFile is closed")
-        return self._decode(block_frames)
-
-    def _decode(self, block_frames: int) -> Iterator[np.ndarray]:
+        self._check_open()
         if not self.bounded_memory:
-            whole = self.read()
-            for start in range(0, len(whole), block_frames):
-                yield whole[start:start + block_frames]
-            return
-        self._rewind()
+            return _slices(self.read(), block_frames)
+        # libsndfile is read in chunks of at least _SOUNDFILE_READ_FRAMES: every codec it
+        # has decodes the same samples for any split at that size (tested), and PAF 24-bit
+        # loses frames when read one frame at a time
+        chunks = self._chunks(max(block_frames, _SOUNDFILE_READ_FRAMES))
+        return self._checked(_reblock(chunks, block_frames))
+
+    def _checked(self, blocks: Iterator[np.ndarray]) -> Iterator[np.ndarray]:
         done = 0
-        # no further than the length libsndfile states, as read() (and librosa) stop there
-        while (want := min(block_frames, self.info.frames - done)) > 0:
-            block = self._read(want, done)
-            if len(block) == 0:
-                return
+        for block in blocks:
             self._check(block, done)
             yield block
             done += len(block)
 
     def read(self) -> np.ndarray:
-        # one call, as librosa.load and sf.read make it
-        if self._file.closed:
-            raise ValueError(f"{self.path}: the AudioFile is closed")
+        self._check_open()
+        if self.bounded_memory:
+            return super().read()
+        # one read, as librosa.load and sf.read make it (see SOUNDFILE_WHOLE_CODECS)
+        info = self.info
+        needed = info.frames * info.channels * 4
+        if needed > _MAX_EXPANSION * self.path.stat().st_size + (64 << 20):
+            raise self._error(f"states an implausible length ({info.frames} frames for "
+                              f"{self.path.stat().st_size} bytes); the header is damaged")
         self._rewind()
         data = self._read(-1, 0)
         self._check(data, 0)
@@ -331,30 +350,83 @@ class _SoundFile(AudioFile):
     def close(self) -> None:
         self._file.close()
 
+    def _check_open(self) -> None:
+        if self._file.closed:
+            raise ValueError(f"{self.path}: the AudioFile is closed")
+
+    def _chunks(self, size: int) -> Iterator[np.ndarray]:
+        self._rewind()
+        done = 0
+        # no further than the length libsndfile states: sf.read (and so librosa) stops there
+        while (want := min(size, self.info.frames - done)) > 0:
+            chunk = self._read(want, done)
+            if len(chunk) == 0:
+                return
+            yield chunk
+            done += len(chunk)
+
     def _rewind(self) -> None:
         import soundfile as sf
 
-        if self._file.tell() == 0:
+        if self._position == 0:
             return
         try:
             self._file.seek(0)
         except (sf.LibsndfileError, RuntimeError, ValueError):
             self._file.close()  # a format libsndfile cannot seek in: start a fresh decoder
-            self._file = sf.SoundFile(str(self.path))
+            self._file = self._open()
+        self._position = 0
 
     def _read(self, frames: int, done: int) -> np.ndarray:
         import soundfile as sf
 
         try:
-            return self._file.read(frames, dtype="float32", always_2d=True)
-        except (sf.LibsndfileError, RuntimeError, ValueError) as exc:
+            data = self._file.read(frames, dtype="float32", always_2d=True)
+        except (sf.LibsndfileError, RuntimeError, ValueError, MemoryError) as exc:
             at = done / self.info.sample_rate
             raise self._error(f"truncated or damaged mid-stream near {at:.2f} s "
                               f"(libsndfile: {_one_line(getattr(exc, 'error_string', exc))})") from None
+        self._position += len(data)
+        return data
 
     def _check(self, block: np.ndarray, done: int) -> None:
         if self._check_nonfinite and not _finite(block):
-            raise self._error(f"holds NaN or infinite samples (in the block at {done / self.info.sample_rate:.2f} s)")
+            raise self._error(_nonfinite_reason(block, done, self.info.sample_rate))
+
+
+def _slices(whole: np.ndarray, size: int) -> Iterator[np.ndarray]:
+    for start in range(0, len(whole), size):
+        yield whole[start:start + size]
+
+
+def _reblock(chunks: Iterator[np.ndarray], size: int) -> Iterator[np.ndarray]:
+    """Chunks of any lengths, in order, as blocks of exactly ``size`` frames (the last
+    may be shorter)."""
+    pending: list[np.ndarray] = []
+    held = 0
+    try:
+        for chunk in chunks:
+            start = 0
+            if pending:
+                need = size - held
+                if len(chunk) < need:
+                    pending.append(chunk)
+                    held += len(chunk)
+                    continue
+                pending.append(chunk[:need])
+                yield np.concatenate(pending)
+                pending, held, start = [], 0, need
+            while len(chunk) - start >= size:
+                yield chunk[start:start + size]
+                start += size
+            if start < len(chunk):
+                pending, held = [chunk[start:]], len(chunk) - start
+    except AudioDecodeError:
+        if pending:  # the samples before the damage come first
+            yield pending[0] if len(pending) == 1 else np.concatenate(pending)
+        raise
+    if pending:
+        yield pending[0] if len(pending) == 1 else np.concatenate(pending)
 
 
 # --------------------------------------------------------------------------- FFmpeg
@@ -363,9 +435,13 @@ class _SoundFile(AudioFile):
 class _PyAVFile(AudioFile):
     """FFmpeg through PyAV, for what libsndfile cannot read (or reads slower)."""
 
-    def __init__(self, path: Path, decoders: dict[str, str] | None = None):
+    def __init__(self, path: Path, decoders: Mapping[str, str] | None = None):
+        import av
+
         self.path = path
-        self._decoders = FFMPEG_DECODERS if decoders is None else decoders
+        # ``decoders`` replaces FFMPEG_DECODERS (benchmarks pass {} for FFmpeg's own)
+        wanted = FFMPEG_DECODERS if decoders is None else decoders
+        self._decoders = {codec: name for codec, name in wanted.items() if name in av.codecs_available}
         self._container = None
         self._pass: Iterator[np.ndarray] | None = None
         self._closed = False
@@ -441,6 +517,7 @@ class _PyAVFile(AudioFile):
         done = 0  # frames yielded or buffered
         buf, pos = np.empty((block_frames, channels), np.float32), 0
         floating = False  # integer samples cannot be NaN or Inf: checked only after a float frame
+        failure: AudioDecodeError | None = None  # raised after the samples before it
         try:
             frames = self._frames(container, container.streams.audio[0])
             while True:
@@ -449,19 +526,22 @@ class _PyAVFile(AudioFile):
                 except StopIteration:
                     break
                 except av.error.FFmpegError as exc:
-                    raise self._error(f"truncated or damaged mid-stream near {done / rate:.2f} s "
-                                      f"(FFmpeg: {_ffmpeg_text(exc)})") from None
+                    failure = self._error(f"truncated or damaged mid-stream near {done / rate:.2f} s "
+                                          f"(FFmpeg: {_ffmpeg_text(exc)})")
+                    break
                 k = frame.samples
                 if k == 0:
                     continue
                 if frame.layout.nb_channels != channels or frame.sample_rate != rate:
-                    raise self._error(f"changes format mid-stream near {done / rate:.2f} s "
-                                      f"({channels} ch {rate} Hz to {frame.layout.nb_channels} ch "
-                                      f"{frame.sample_rate} Hz)")
+                    failure = self._error(f"changes format mid-stream near {done / rate:.2f} s "
+                                          f"({channels} ch {rate} Hz to {frame.layout.nb_channels} ch "
+                                          f"{frame.sample_rate} Hz)")
+                    break
                 try:
                     sources, scale = _frame_arrays(frame, k, channels)
                 except KeyError:
-                    raise self._error(f"decodes to an unsupported sample format ({frame.format.name})") from None
+                    failure = self._error(f"decodes to an unsupported sample format ({frame.format.name})")
+                    break
                 floating |= frame.format.name[:3] in ("flt", "dbl")
                 off = 0
                 while off < k:
@@ -479,6 +559,8 @@ class _PyAVFile(AudioFile):
                 yield buf[:pos]
         finally:
             container.close()
+        if failure is not None:
+            raise failure
         self._check_length(done)
 
     def _frames(self, container, stream):
@@ -499,7 +581,7 @@ class _PyAVFile(AudioFile):
 
     def _check(self, block: np.ndarray, floating: bool, first: int) -> None:
         if floating and not _finite(block):
-            raise self._error(f"holds NaN or infinite samples (in the block at {first / self.info.sample_rate:.2f} s)")
+            raise self._error(_nonfinite_reason(block, first, self.info.sample_rate))
 
     def _check_length(self, decoded: int) -> None:
         info = self.info
@@ -540,7 +622,7 @@ def _put(sources, off: int, n: int, scale: float | None, dest: np.ndarray) -> No
     for src, out in pairs:
         part = src[off:off + n]
         if part.dtype == np.uint8:  # unsigned 8-bit: centred on 128, as libsndfile reads it
-            np.subtract(part, 128, out=out, casting="unsafe")
+            np.subtract(part, np.float32(128), out=out)  # in float32: no uint8 wrap-around
             out *= np.float32(1 / 128)
         elif scale is None:
             np.copyto(out, part, casting="same_kind")
