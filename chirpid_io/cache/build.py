@@ -221,14 +221,29 @@ def _replace(out: Path, staging: Path) -> None:
 
 def _build_from_audio(todo: list[Recording], writer: CacheWriter, config, report, *, backend, device,
                       workers, max_per_class, batch_size, progress) -> None:
+    """Recordings -> windows -> images -> writer, in input order. Short recordings are
+    batched to the kernel together; a long one is stored chunk by chunk as it decodes,
+    the bar moving with each chunk (so a 4-minute file moves it before it ends)."""
     from tqdm import tqdm
 
     class_counts = writer.class_counts()
     bar = tqdm(total=len(todo), unit="rec", desc="build-cache", disable=_no_bar(progress), dynamic_ncols=True)
     pending: list[tuple[Recording, Decoded]] = []
     pending_windows = 0
+
+    def show() -> None:
+        elapsed = bar.format_dict["elapsed"] or 1e-9
+        bar.set_postfix(windows=report.windows_added + pending_windows, audio=f"{report.audio_seconds / 3600:.2f} h",
+                        speed=f"{report.audio_seconds / elapsed:.0f} audio-s/s", refresh=False)
+
     for rec, decoded in _decode_in_order(todo, config, workers):
         report.input_bytes += decoded.info.get("size_bytes") or 0
+        if decoded.chunks is not None:
+            _store(pending, writer, config, report, backend, device)
+            pending, pending_windows = [], 0
+            _store_stream(rec, decoded, writer, config, report, backend, device, class_counts, max_per_class, bar,
+                          show)
+            continue
         if decoded.windows is not None:
             decoded.windows = _cap(decoded.windows, rec.label, class_counts, max_per_class, report)
             report.audio_seconds += decoded.info["duration_seconds"] or 0.0
@@ -238,11 +253,61 @@ def _build_from_audio(todo: list[Recording], writer: CacheWriter, config, report
             _store(pending, writer, config, report, backend, device)
             pending, pending_windows = [], 0
         bar.update(1)
-        elapsed = bar.format_dict["elapsed"] or 1e-9
-        bar.set_postfix(windows=report.windows_added + pending_windows,
-                        audio=f"{report.audio_seconds / elapsed:.0f}s/s", refresh=False)
+        show()
     _store(pending, writer, config, report, backend, device)
     bar.close()
+
+
+def _store_stream(rec: Recording, decoded: Decoded, writer: CacheWriter, config, report, backend, device,
+                  class_counts, max_per_class, bar, show) -> None:
+    """Store a long recording chunk by chunk; a decoding error mid-way drops its windows
+    (as a whole-file decode would have skipped it) and records the reason."""
+    from ..errors import AudioDecodeError
+    from ..kernels import mel_spectrogram, to_storage
+
+    row = {"path": rec.relpath, "class_name": rec.label, "group": rec.group, "source": dict(rec.source)}
+    duration = decoded.info.get("duration_seconds") or 0.0
+    moved, added, dropped = 0.0, 0, 0
+    writer.start_recording(row, rec.secondary)
+    try:
+        for cut in decoded.chunks:
+            seconds = len(cut.start_seconds) and (cut.start_seconds[-1] + config.window_seconds)
+            cut = _cap(cut, rec.label, class_counts, max_per_class, report)
+            if len(cut.samples):
+                images = mel_spectrogram(cut.samples, config, backend=backend, device=device).cpu().numpy()
+                finite = np.isfinite(images).all(axis=(1, 2))
+                dropped += int((~finite).sum())
+                writer.add_windows(to_storage(images[finite], config.storage_dtype), cut.start_seconds[finite],
+                                   cut.rms[finite])
+                added += int(finite.sum())
+            step = min(seconds / duration, 1.0) - moved if duration and seconds else 0.0
+            if step > 0:
+                bar.update(step)
+                moved += step
+                show()
+    except AudioDecodeError as exc:
+        writer.abort_recording()
+        writer.add_recording({**row, **decoded.info, "status": "skipped", "reason": exc.reason}, secondary=rec.secondary)
+        report.skipped.append((rec.relpath, exc.reason))
+        bar.update(1.0 - moved)
+        return
+    finally:
+        decoded.chunks.close()
+    if added:
+        status, reason = "ok", f"{dropped} windows with a non-finite image dropped" if dropped else ""
+    elif decoded.reason:
+        status, reason = "skipped", decoded.reason
+    else:
+        status, reason = "capped", "all windows over --max-per-class"
+    writer.end_recording(**decoded.info, status=status, reason=reason)
+    if added:
+        report.recordings_added += 1
+        report.windows_added += added
+    elif status == "skipped":
+        report.skipped.append((rec.relpath, reason))
+    report.audio_seconds += decoded.info.get("duration_seconds") or 0.0
+    bar.update(max(1.0 - moved, 0.0))
+    show()
 
 
 def _cap(cut, label, class_counts, max_per_class, report):

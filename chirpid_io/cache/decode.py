@@ -6,18 +6,33 @@ import hashlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
+
 from ..audio import Windows, load, windows
+from ..streaming import STREAM_SECONDS
 from ..config import SpectrogramConfig
 from ..errors import AudioDecodeError
 
 
 @dataclass
 class Decoded:
-    """What the builder needs from one recording; ``reason`` is set when it was skipped."""
+    """What the builder needs from one recording; ``reason`` is set when it was skipped.
+
+    A recording longer than ``streaming.STREAM_SECONDS`` comes as ``chunks``: its windows
+    in pieces of at most :data:`CHUNK_WINDOWS`, decoded in a thread of its own as they are
+    taken, so memory stays bounded whatever its length. ``info`` (and ``reason``, when no
+    window was kept) are complete once the chunks are exhausted; a decoding error raises
+    from the chunks, after the windows before it.
+    """
 
     windows: Windows | None
     info: dict = field(default_factory=dict)
     reason: str = ""
+    chunks: object | None = None  #: an iterator of Windows, for a long recording
+
+
+#: Windows per chunk of a long recording (20 MB of float32 samples at the chirpid recipe).
+CHUNK_WINDOWS = 32
 
 
 #: The description of a recording that could not be read.
@@ -28,6 +43,14 @@ EMPTY_INFO = {"duration_seconds": None, "sample_rate": None, "channels": None, "
 def decode_recording(path: Path, config: SpectrogramConfig) -> Decoded:
     """Decode and window ``path``; never raises for a bad file."""
     info: dict = dict(EMPTY_INFO)
+    header = _header(path)
+    if header is not None and header.duration_seconds > STREAM_SECONDS:
+        from ..background import Background
+
+        info.update(_describe(path, header.duration_seconds))
+        decoded = Decoded(None, info)
+        decoded.chunks = Background(_stream_windows(path, config, decoded), depth=1, name="chirpid-io-stream")
+        return decoded
     try:
         wave = load(path, config.sample_rate)
         info.update(_describe(path, len(wave) / config.sample_rate))
@@ -45,6 +68,79 @@ def decode_recording(path: Path, config: SpectrogramConfig) -> Decoded:
             reason = "no window above the energy threshold (silent or near-silent)"
         return Decoded(None, info, reason)
     return Decoded(cut, info)
+
+
+def _header(path: Path):
+    """The header facts of ``path``, or None when it cannot be opened (the whole-file path
+    then says why)."""
+    from ..decoders import open_audio
+
+    try:
+        with open_audio(path) as audio_file:
+            return audio_file.info
+    except (AudioDecodeError, OSError):
+        return None
+
+
+def _stream_windows(path: Path, config: SpectrogramConfig, decoded: Decoded):
+    """Windows of a long recording in chunks, as ``audio.windows`` gives them for the whole.
+
+    With the energy filter on, the threshold needs the whole recording first: the first
+    pass decodes it once into a temporary file (float32 samples) while measuring its frame
+    energy; the second reads the windows back from that file. Without it, one pass.
+    """
+    import os
+    import tempfile
+
+    from ..audio import SILENCE_PEAK
+    from ..streaming import Cutter, FrameEnergy, stream
+
+    n, hop, rate = config.n_samples, config.hop_samples, config.sample_rate
+    facts: dict = {}
+
+    def chunk(pairs, threshold):
+        starts = np.array([s for s, _ in pairs], dtype=np.int64)
+        samples = np.stack([w for _, w in pairs]).astype(np.float32, copy=False)
+        rms = np.sqrt(np.mean(np.square(samples, dtype=np.float64), axis=1))
+        keep = np.abs(samples).max(axis=1) >= SILENCE_PEAK
+        if threshold is not None:
+            keep &= rms > threshold
+        return Windows(samples[keep], starts[keep] / rate, rms[keep].astype(np.float32))
+
+    kept = 0
+    if config.energy_threshold is None:
+        cutter, pairs = Cutter(n, hop), []
+        for block in stream(path, rate, info=facts):
+            pairs += cutter.add(block)
+            while len(pairs) >= CHUNK_WINDOWS:
+                cut, pairs = chunk(pairs[:CHUNK_WINDOWS], None), pairs[CHUNK_WINDOWS:]
+                kept += len(cut.samples)
+                yield cut
+        if pairs:
+            cut = chunk(pairs, None)
+            kept += len(cut.samples)
+            yield cut
+        total = cutter.total
+    else:
+        with tempfile.TemporaryFile(prefix="chirpid-io-stream-") as spool:
+            energy, total = FrameEnergy(config.n_fft, config.hop_length), 0
+            for block in stream(path, rate, info=facts):
+                spool.write(np.ascontiguousarray(block, dtype=np.float32).tobytes())
+                energy.add(block)
+                total += len(block)
+            spool.flush()
+            threshold = config.energy_threshold * energy.mean()
+            starts = np.arange(0, total - n + 1, hop) if total >= n else np.zeros(0, np.int64)
+            for first in range(0, len(starts), CHUNK_WINDOWS):
+                pairs = [(int(s), np.frombuffer(os.pread(spool.fileno(), 4 * n, 4 * int(s)), np.float32))
+                         for s in starts[first : first + CHUNK_WINDOWS]]
+                cut = chunk(pairs, threshold)
+                kept += len(cut.samples)
+                yield cut
+    if facts.get("frames") and facts.get("sample_rate"):  # the decoded length, exact for every container
+        decoded.info["duration_seconds"] = facts["frames"] / facts["sample_rate"]
+    if kept == 0:
+        decoded.reason = "no window above the energy threshold (silent or near-silent)"
 
 
 def _describe(path: Path, decoded_seconds: float) -> dict:

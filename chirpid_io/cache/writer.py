@@ -96,7 +96,7 @@ class CacheWriter:
         self._n_added = self.n_committed
         self._written_end = self.n_committed
         self._specs_length = max(self.n_committed, 0)
-        self._pending: list[tuple[dict, list, BandSums]] = []  # (recording row, window rows, sums)
+        self._pending: list[dict] = []  # {"row", "windows", "sums", "open", "extra"} in build order
         self.changed = False  # set by the first add_recording
 
     def _check_compatible(self, storage) -> None:
@@ -210,8 +210,8 @@ class CacheWriter:
         counts = dict.fromkeys(self.class_names, 0)
         for row in self.window_rows:
             counts[self.class_names[row[1]]] += 1
-        for rec, _, _ in self._pending:
-            counts[rec["class_name"]] += rec["n_windows"]
+        for rec in self._pending:
+            counts[rec["row"]["class_name"]] += rec["row"]["n_windows"]
         return counts
 
     # -- writing ------------------------------------------------------------------------
@@ -223,6 +223,17 @@ class CacheWriter:
         are filled in here. ``secondary``: the recording's other class names (each window's
         label set is the primary class, then these).
         """
+        self.start_recording(row, secondary)
+        if images is not None and len(images):
+            self.add_windows(images, start_seconds, rms)
+        self.end_recording()
+
+    def start_recording(self, row: dict, secondary=()) -> None:
+        """Open a recording whose windows come in pieces (:meth:`add_windows`), for
+        recordings too long to hold: its windows go to disk shard by shard, and it is
+        committed only by :meth:`end_recording` (or dropped by :meth:`abort_recording`)."""
+        if self._pending and self._pending[-1]["open"]:
+            raise CacheError(f"{shown(self.path)}: internal error, a recording is already open")
         self.changed = True
         if self.attrs.get("state") != "building":
             self.attrs["state"] = "building"  # new readers see the last finished state until finish()
@@ -233,29 +244,62 @@ class CacheWriter:
             index = self._label_of(name)
             if index != label and index not in extra:
                 extra.append(index)
-        n = 0 if images is None else len(images)
         recording_id = len(self.recordings) + len(self._pending)
         source = {(f"source_{k}" if k in BASE_COLUMNS else k): v for k, v in (row.get("source") or {}).items()}
         row = {**{k: v for k, v in row.items() if k != "source"}, "source": source,
-               "recording_id": recording_id, "label": label, "first_window": self._n_added, "n_windows": n,
+               "recording_id": recording_id, "label": label, "first_window": self._n_added, "n_windows": 0,
                "labels": [self.class_names[i] for i in (label, *extra)]}
-        windows = []
-        sums = BandSums.zero(self.config.n_mels)
-        if n:
-            images = np.asarray(images, dtype=self.config.storage_dtype)
-            if images.shape[1:] != self.config.shape:
-                raise ValueError(f"images of shape {images.shape[1:]} for a cache of {self.config.shape}")
-            self._images.append(images)
-            windows = [[recording_id, label, float(s), float(e), list(extra)] for s, e in zip(start_seconds, rms)]
-            if len(windows) != n:
-                raise ValueError(f"{n} images but {len(windows)} start times / RMS values")
-            sums = band_sums(images)
-            self._n_added += n
-        self._pending.append((row, windows, sums))
+        self._pending.append({"row": row, "windows": [], "sums": BandSums.zero(self.config.n_mels), "open": True,
+                              "extra": extra})
+
+    def add_windows(self, images, start_seconds, rms) -> None:
+        """Windows of the open recording (stored dtype), with their start times and RMS."""
+        rec = self._pending[-1] if self._pending and self._pending[-1]["open"] else None
+        if rec is None:
+            raise CacheError(f"{shown(self.path)}: internal error, add_windows without an open recording")
+        images = np.asarray(images, dtype=self.config.storage_dtype)
+        if images.shape[1:] != self.config.shape:
+            raise ValueError(f"images of shape {images.shape[1:]} for a cache of {self.config.shape}")
+        row, n = rec["row"], len(images)
+        windows = [[row["recording_id"], row["label"], float(s), float(e), list(rec["extra"])]
+                   for s, e in zip(start_seconds, rms)]
+        if len(windows) != n:
+            raise ValueError(f"{n} images but {len(windows)} start times / RMS values")
+        if not n:
+            return
+        self._images.append(images)
+        rec["windows"] += windows
+        rec["sums"] = rec["sums"] + band_sums(images)
+        row["n_windows"] += n
+        self._n_added += n
         shard = self.storage.shard_windows
         while self._n_added - self._buffer_start >= shard:
             self._flush(self._buffer_start + shard)
+
+    def end_recording(self, **updates) -> None:
+        """Close the open recording (``updates`` complete its row: status, reason, duration...)
+        and commit what is on disk."""
+        rec = self._pending[-1]
+        rec["row"].update(updates)
+        rec["open"] = False
         self._commit(self._written_end)  # commits rows whose windows are all on disk
+
+    def abort_recording(self) -> None:
+        """Drop the open recording and its windows, as if it had never been started (its
+        windows already in shard files are overwritten by the next ones)."""
+        rec = self._pending.pop()
+        first = rec["row"]["first_window"]
+        if first >= self._buffer_start:  # its windows are all still in memory
+            images = np.concatenate(self._images) if len(self._images) > 1 else self._images[0]
+            self._images = [images[: first - self._buffer_start]]
+        else:  # some went to disk: read back the committed start of the shard it began in
+            start = (first // self.storage.shard_windows) * self.storage.shard_windows
+            kept = np.empty((first - start, *self.config.shape), self.config.storage_dtype)
+            if len(kept):
+                self.codec.read_sorted(np.arange(start, first), kept)
+            self._images, self._buffer_start = [kept], start
+        self._n_added = first
+        self._written_end = min(self._written_end, first)
 
     def register_classes(self, names) -> None:
         """Give ``names`` label indices now (in order), so labels do not depend on which
@@ -283,15 +327,15 @@ class CacheWriter:
     def _commit(self, written_end: int) -> None:
         done = 0
         while done < len(self._pending):
-            rec = self._pending[done][0]
-            if rec["first_window"] + rec["n_windows"] > written_end:
+            rec = self._pending[done]
+            if rec["open"] or rec["row"]["first_window"] + rec["row"]["n_windows"] > written_end:
                 break
             done += 1
         if not done:
             return
         batch, self._pending = self._pending[:done], self._pending[done:]
-        entry = Entry(self.n_committed, [r for r, _, _ in batch], [w for _, ws, _ in batch for w in ws],
-                      sum((s for _, _, s in batch), BandSums.zero(self.config.n_mels)), list(self.class_names))
+        entry = Entry(self.n_committed, [r["row"] for r in batch], [w for r in batch for w in r["windows"]],
+                      sum((r["sums"] for r in batch), BandSums.zero(self.config.n_mels)), list(self.class_names))
         self.store.append(fmt.JOURNAL, entry.to_line())
         self.recordings.extend(entry.recordings)
         self.window_rows.extend(entry.windows)
@@ -304,7 +348,7 @@ class CacheWriter:
             self._flush(self._n_added)
         self._commit(self._written_end)
         if self._pending:
-            raise CacheError(f"{shown(self.path)}: internal error, recordings left uncommitted")
+            raise CacheError(f"{shown(self.path)}: internal error, recordings left uncommitted or open")
         n = self.n_committed
         if n == 0:
             raise CacheError(f"{shown(self.path)}: no window to store; nothing was finished")
