@@ -66,6 +66,10 @@ def add_train_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--resume", action="store_true", help="continue from --checkpoint-dir's checkpoint")
     p.add_argument("--log", help="JSON-lines experiment log (default: REGISTRY/runs/NAME-<time>.jsonl)")
     p.add_argument("--mlflow", action="store_true", help="also log to MLflow, when it is installed")
+    p.add_argument("--tensorboard", metavar="DIR", help="also write TensorBoard event files to DIR, to watch "
+                                                        "the run live (needs: pip install tensorboard)")
+    p.add_argument("--no-report", action="store_true", help="do not write the run's HTML report and PNG plots "
+                                                            "beside its log")
     p.set_defaults(run=train_command)
     return p
 
@@ -122,7 +126,8 @@ def train_command(args) -> int:
     log_path = Path(args.log) if args.log else Path(args.registry) / "runs" / f"{name}-{time.strftime('%Y%m%d-%H%M%S')}.jsonl"
     print(f"training {args.model} on {cache} ({device}); log: {log_path}", flush=True)
 
-    with ExperimentLog(log_path, run_name=name, mlflow=args.mlflow, echo=lambda line: print(line, flush=True)) as log:
+    with ExperimentLog(log_path, run_name=name, mlflow=args.mlflow, echo=lambda line: print(line, flush=True),
+                       tensorboard=args.tensorboard) as log:
         log.start({**config.to_dict(), "model": args.model, "model_kwargs": model_kwargs,
                    "batch_size": args.batch_size, "cache": str(cache.path), "fingerprint": cache.fingerprint,
                    "folds": args.folds, "augment": None if augment is None else augment.__dict__}, device=device)
@@ -143,6 +148,7 @@ def train_command(args) -> int:
             log.end({"mean": result.mean, "std": result.std, "pooled": result.pooled,
                      "confusion": result.confusion, "folds": [{k: v for k, v in f.items() if k != "confusion"}
                                                              for f in result.folds]})
+            _write_report(args, log_path, cache)  # every line of the log is flushed already
             return 0
 
         train_idx, val_idx = group_split(cache, args.val_fraction, group=args.group, seed=args.seed)
@@ -159,10 +165,21 @@ def train_command(args) -> int:
             result.model, name, cache=cache, metrics=metrics,
             extra={"train_config": config.to_dict(), "log": str(log_path)},
         )
-        log.end({**metrics, "registered": f"{name} v{version}", "confusion": result.confusion})
+        log.end({**metrics, "registered": f"{name} v{version}", "confusion": result.confusion,
+                 "stopped_early": result.stopped_early, "class_names": list(cache.class_names)})
+    _write_report(args, log_path, cache)
     print(f"best epoch {result.best_epoch}: val_acc {metrics.get('val_accuracy', float('nan')):.4f}, "
           f"val_f1 {metrics.get('val_macro_f1', float('nan')):.4f}; registered {name} v{version} in {args.registry}")
     return 0
+
+
+def _write_report(args, log_path, cache) -> None:
+    """The run's HTML report and PNG plots beside its log (issue 14)."""
+    if args.no_report:
+        return
+    from ..report import write_run_report
+
+    print("report: " + ", ".join(str(p) for p in write_run_report(log_path, cache=cache)), flush=True)
 
 
 def predict_command(args) -> int:
