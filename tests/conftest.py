@@ -10,11 +10,17 @@ SMALL_CONFIG = dict(sample_rate=16_000, window_seconds=0.5, hop_seconds=0.25, n_
 
 
 @pytest.fixture(scope="session")
-def small_cache(tmp_path_factory):
-    from chirpid_io.cache import build_cache, open_cache
+def small_config():
     from chirpid_io.config import SpectrogramConfig
+
+    return SpectrogramConfig(**SMALL_CONFIG)
+
+
+@pytest.fixture(scope="session")
+def small_cache(tmp_path_factory, small_config):
+    from chirpid_io.cache import build_cache, open_cache
     from chirpid_io.manifest import samples_dir
 
     out = tmp_path_factory.mktemp("small") / "cache"
-    build_cache(samples_dir(), out, SpectrogramConfig(**SMALL_CONFIG), workers=0, progress=False)
+    build_cache(samples_dir(), out, small_config, workers=0, progress=False)
     return open_cache(out)

@@ -112,7 +112,11 @@ def throughput_figure(rows: list[dict]):
                 hovertemplate="%{customdata[0]}<br>%{x:,.4g} " + label(mine[0]["unit"]) +
                               "<br>median %{customdata[1]:.4g} s over %{customdata[2]} rounds"
                               "<br>speed-up %{customdata[3]}<extra>" + name + "</extra>"), row=row, col=1)
-        fig.update_xaxes(type="log", row=row, col=1)
+        values = [r[side]["throughput"] for r in mine for side in ("old", "new") if r[side]]
+        # bars on a log axis need a fixed base below the data, or their lengths mean nothing
+        low = math.floor(math.log10(min(values) / 2)) if values else 0
+        high = math.log10(max(values) * 1.5) if values else 1
+        fig.update_xaxes(type="log", range=[low, high], row=row, col=1)
         fig.update_yaxes(autorange="reversed", type="category", row=row, col=1)
         for r, case in zip(mine, cases):
             if r["speedup"]:
