@@ -39,7 +39,12 @@ class PageCheck:
 
     @property
     def errors(self) -> list[str]:
-        return [text for kind, text in self.console if kind in ("error", "warning")] + self.page_errors
+        """Console errors and uncaught exceptions, and any warning that is not Chromium's
+        software-GL chatter (WebGL plots such as parallel coordinates draw through
+        SwiftShader here, which reports its own "GL Driver Message" stalls)."""
+        return ([text for kind, text in self.console if kind == "error"]
+                + [text for kind, text in self.console if kind == "warning" and "GL Driver Message" not in text]
+                + self.page_errors)
 
 
 def chromium_missing_reason() -> str | None:

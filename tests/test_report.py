@@ -205,8 +205,6 @@ def test_report_renders_every_plot_in_chromium_offline(full_report, browser_read
     assert result.plots_without_svg == [] and result.rendered_plots == expected, result
     assert result.images >= 7 and result.broken_images == 0  # the spectrogram gallery decoded
     _assert_not_blank(shot)
-    if os.environ.get("CHIRPID_REPORT_SCREENSHOT"):  # for the README: make docs-screenshot
-        shutil.copy(shot, os.environ["CHIRPID_REPORT_SCREENSHOT"])
 
 
 def test_hostile_names_stay_text_in_the_browser(hostile_cache, browser_ready, tmp_path):

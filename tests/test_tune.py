@@ -153,6 +153,8 @@ def test_tune_config_refuses_a_metric_fit_does_not_report():
         TuneConfig(metric="val_acc")
     with pytest.raises(ConfigError, match="pruner"):
         TuneConfig(pruner="asha")
+    with pytest.raises(ConfigError, match="TrainConfig.amp must be one of"):
+        TuneConfig(amp="fp32")  # refused before a study exists, not once per trial
     assert TuneConfig(metric="val_loss").maximize is False and TuneConfig().maximize is True
 
 
@@ -175,7 +177,7 @@ def test_small_study_logs_every_trial_and_registers_the_best(small_cache, tmp_pa
         assert [r["event"] for r in records] == ["start", "epoch", "epoch", "end"]
         start, epochs, end = records[0], records[1:3], records[3]
         assert start["config"]["params"] == trial.params and start["config"]["trial"] == trial.number
-        assert start["config"]["lr"] == trial.params["train.lr"]
+        assert start["config"]["lr"] == trial.params["train.lr"] and start["config"]["amp"] == "off"  # the space's
         assert start["config"]["augment"]["p"] == trial.params["augment.p"]
         assert (start["config"]["n_train"], start["config"]["n_val"]) == (len(train_idx), len(val_idx))
         # the value is the best epoch's metric, under the name train prints
@@ -183,10 +185,10 @@ def test_small_study_logs_every_trial_and_registers_the_best(small_cache, tmp_pa
         assert trial.intermediate_values == {r["epoch"]: r["val_macro_f1"] for r in epochs}
         assert end["result"]["state"] == "complete"
 
-    best = study.best_trial
     registry = ModelRegistry(out / "registry")
-    entry = registry.load(result.name)  # latest version = the best trial
-    assert entry.meta["tune"]["trial"] == best.number and result.best_trial == best.number
+    entry = registry.load(result.name)  # latest version = the best trial (the first of equal ones)
+    best = study.trials[entry.meta["tune"]["trial"]]
+    assert best.value == study.best_value and result.best_trial == best.number
     assert entry.meta["train_config"]["lr"] == best.params["train.lr"]
     assert entry.meta["augment"]["p"] == best.params["augment.p"] and entry.meta["model_kwargs"]["width"] == 4
     # the registered weights score what the trial reported on the validation windows
@@ -205,7 +207,7 @@ def test_small_study_logs_every_trial_and_registers_the_best(small_cache, tmp_pa
     assert again.finished == 3 and len(_load(out).trials) == 3 and again.version == result.version
 
 
-@pytest.mark.filterwarnings("ignore:Fixed parameter train.lr with value 3.0 is out of range")
+@pytest.mark.filterwarnings("ignore:Fixed parameter")  # lr 3.0 lies outside the space on purpose
 def test_pruning_stops_a_trial_that_trails_the_median(small_cache, tmp_path, tiny):
     out = tmp_path / "pruned"
     # enqueued trials run first: a sane learning rate, then one that blows the loss up
@@ -320,14 +322,14 @@ def test_two_processes_finish_the_requested_trials_between_them(small_cache, tmp
     from chirpid_io.trainers import ModelRegistry
 
     registry = ModelRegistry(out / "registry")
-    assert registry.meta(small_cache.path.name, registry.versions(small_cache.path.name)[-1])["tune"]["trial"] \
-        == study.best_trial.number
+    latest = registry.meta(small_cache.path.name, registry.versions(small_cache.path.name)[-1])["tune"]
+    assert study.trials[latest["trial"]].value == latest["value"] == study.best_value
 
 
 def test_jobs_run_worker_processes_on_one_study(small_cache, tmp_path, tiny):
     out = tmp_path / "jobs"
     result = tune(small_cache, out, tiny, trials=3, jobs=2, group=GROUP, device="cpu", report=False,
-                  progress=False)
+                  progress=False, pruner="hyperband")
     study = _load(out)
     assert result.finished == 3 and len(study.trials) == 3 and _states(study).get("FAIL", 0) == 0
     assert len({t.user_attrs["pid"] for t in study.trials}) >= 1
@@ -389,3 +391,18 @@ def test_train_command_writes_tensorboard_and_its_report(small_cache, tmp_path):
     np.testing.assert_allclose([e.value for e in events.Scalars("val_loss")], losses, rtol=1e-6)
     for path in (log.with_suffix(".html"), tmp_path / "run-history.png", tmp_path / "run-confusion.png"):
         assert path.is_file() and path.stat().st_size > 1000
+
+
+def test_the_best_of_a_study_is_promoted_over_a_later_version_of_it(small_cache, tmp_path):
+    from chirpid_io.trainers import BirdCNN, ModelRegistry
+    from chirpid_io.trainers.tune import _promote
+
+    registry = ModelRegistry(tmp_path / "registry")
+    for trial, value in ((3, 0.9), (5, 0.7)):  # trial 5 registered, then died before it was told
+        registry.save(BirdCNN(7, width=4), "birds", cache=small_cache,
+                      extra={"tune": {"study": "db#s", "trial": trial, "value": value}})
+    registry.save(BirdCNN(7, width=4), "birds", cache=small_cache, extra={"tune": {"study": "other#s", "trial": 9}})
+    assert _promote(registry.root, "birds", "db#s", [3]) == (4, 3)
+    assert registry.meta("birds", 4)["tune"] == {"study": "db#s", "trial": 3, "value": 0.9}
+    assert _promote(registry.root, "birds", "db#s", [3]) == (4, 3)  # already the study's latest: kept
+    assert _promote(registry.root, "birds", "db#s", [7]) == (None, None)

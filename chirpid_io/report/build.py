@@ -120,9 +120,11 @@ def _chosen_run(runs, wanted, studies):
         if chosen is None:
             raise ConfigError(f"--run {wanted!r}: no such run (runs: {', '.join(r.name for r in runs[:20])})")
         return chosen
+    from .study_view import best_trial
+
     for study in studies:
         try:
-            best = study.best_trial
+            best = best_trial(study)
         except ValueError:
             continue
         log = best.user_attrs.get("log")

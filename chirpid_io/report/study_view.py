@@ -55,9 +55,13 @@ def add_study_section(section: Section, study) -> None:
     direction = study.direction.name.lower()
     section.note(f"study {study.study_name}: {len(trials)} trials ({summary}); {direction} {metric}")
     if complete:
-        best = study.best_trial
+        best = best_trial(study)
         params = ", ".join(f"{k} = {_fmt(v)}" for k, v in best.params.items())
         section.note(f"best: trial {best.number}, {metric} {best.value:.4f}; {params}")
+        registered = study.user_attrs.get("registered") or {}
+        if registered.get("trial") == best.number:
+            section.note(f"its model: {registered.get('name')} v{registered.get('version')} in "
+                         f"{registered.get('registry')}")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # Optuna marks several plots experimental
         plots = [("Optimisation history", lambda: vis.plot_optimization_history(study, target_name=metric), 1),
@@ -90,6 +94,17 @@ def add_study_section(section: Section, study) -> None:
     section.heading3("Trials")
     section.table(["trial", "state", metric, "epochs", "seconds", "parameters", "error"], rows,
                   numeric={0, 2, 3, 4}, scroll=True)
+
+
+def best_trial(study):
+    """The best complete trial; among equal values, the one whose model tune registered."""
+    best = study.best_trial
+    registered = (study.user_attrs.get("registered") or {}).get("trial")
+    if isinstance(registered, int) and 0 <= registered < len(study.trials):
+        trial = study.trials[registered]
+        if trial.state.name == "COMPLETE" and trial.value == best.value:
+            return trial
+    return best
 
 
 def _importances(study, metric: str):

@@ -44,6 +44,7 @@ import math
 import os
 import sys
 import time
+import traceback
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -68,7 +69,8 @@ class TuneConfig:
     trials before TPE models the results. ``jobs``: worker processes on this machine.
     ``heartbeat``/``grace`` (seconds): how often a running trial reports it is alive, and
     how long after its last report it is taken for dead (default 3 x heartbeat).
-    ``timeout`` (seconds): this process starts no trial after that. ``name``: registry
+    ``timeout`` (seconds): this process starts no trial after that. ``device``/``amp``: for
+    every trial (None: CUDA when available / the space's ``train.amp``). ``name``: registry
     name (default: the cache folder's name); ``registry``: default OUT/registry.
     """
 
@@ -84,7 +86,7 @@ class TuneConfig:
     group: str = "group"
     seed: int = 0
     device: str | None = None
-    amp: str = "auto"
+    amp: str | None = None
     workers: int = 0
     timeout: float | None = None
     heartbeat: int = 10
@@ -110,7 +112,8 @@ class TuneConfig:
             raise ConfigError("TuneConfig.max_retries, startup_trials and prune_startup_trials must be >= 0")
         from .loop import TrainConfig
 
-        TrainConfig(early_stopping=(self.metric,))  # refuses a metric fit does not report
+        # refuses a metric fit does not report, or an amp mode it does not know, before any trial
+        TrainConfig(early_stopping=(self.metric,), **({} if self.amp is None else {"amp": self.amp}))
 
     @property
     def maximize(self) -> bool:
@@ -260,6 +263,7 @@ class _Job:
         optuna = _optuna()
         from ..cache import open_cache
 
+        optuna.logging.set_verbosity(optuna.logging.ERROR)
         cfg = self.cfg
         cache = open_cache(self.cache_path)
         expected = {"metric": cfg.metric, "space": self.space, "cache_fingerprint": cache.fingerprint,
@@ -314,7 +318,7 @@ class _Job:
         from ..cache import open_cache
         from ..loaders import group_split
 
-        optuna.logging.set_verbosity(optuna.logging.WARNING)
+        optuna.logging.set_verbosity(optuna.logging.ERROR)  # each trial's outcome is printed below
         cfg = self.cfg
         space = SearchSpace.from_dict(self.space, source=self.space_source)
         cache = open_cache(self.cache_path)
@@ -342,8 +346,9 @@ class _Job:
                 study.sampler = self.sampler(len(study.get_trials(deepcopy=False)))
                 done.clear()
                 try:
-                    study.optimize(objective, n_trials=1, catch=(Exception,),
-                                   callbacks=[lambda _study, trial: done.append(trial)])
+                    with _quiet():
+                        study.optimize(objective, n_trials=1, catch=(Exception,),
+                                       callbacks=[lambda _study, trial: done.append(trial)])
                 except KeyboardInterrupt:
                     objective.queue_interrupted()
                     raise
@@ -373,8 +378,13 @@ class _Job:
         best = study.best_trial if complete else None
         version = None
         if best is not None:
+            tied = [t for t in complete if t.value == best.value]
             with _Lock(Path(self.out) / _REGISTRY_LOCK):
-                version = _promote(self.registry_root, name, self.study_key, best.number)
+                version, number = _promote(self.registry_root, name, self.study_key, [t.number for t in tied])
+            best = next((t for t in tied if t.number == number), best)  # the tied trial whose model is kept
+            if version is not None:  # the report shows this trial, and says where its model is
+                study.set_user_attr("registered", {"trial": best.number, "name": name, "version": version,
+                                                   "registry": str(self.registry_root.resolve())})
         report = None
         if cfg.report:
             from ..report import build_report
@@ -412,6 +422,9 @@ class _Objective:
         except Exception as exc:
             if not isinstance(exc, _optuna().TrialPruned):
                 trial.set_user_attr("error", f"{type(exc).__name__}: {exc}")
+                # a chirpid-io error names the fix; anything else is worth its traceback
+                detail = "" if isinstance(exc, ChirpIOError) else "\n" + traceback.format_exc().rstrip()
+                _echo(f"trial {trial.number}: failed: {type(exc).__name__}: {exc}{detail}")
             raise
 
     def _run(self, trial) -> float:
@@ -424,7 +437,9 @@ class _Objective:
         from .models import build_model
 
         cfg = self.job.cfg
-        base = {"device": self.device, "seed": cfg.seed, "amp": cfg.amp}
+        base = {"device": self.device, "seed": cfg.seed}
+        if cfg.amp is not None:  # the option beats the space's train.amp; unset, the space decides
+            base["amp"] = cfg.amp
         if "early_stopping" not in self.space.fixed["train"]:
             base["early_stopping"] = (cfg.metric,)
         setup = self.space.sample(trial, base=base)
@@ -534,25 +549,29 @@ class _Objective:
             pass
 
 
-def _promote(root: Path, name: str, study_key: str, trial: int) -> int | None:
-    """The registry version holding ``trial`` of ``study_key``, re-saved as the latest
-    version if a later one (a trial that died after registering) sits above it."""
+def _promote(root: Path, name: str, study_key: str, best: list[int]) -> tuple[int | None, int | None]:
+    """(version, trial): the registry version holding one of the ``best`` trials (equal
+    best values; the one registered first wins, as registration needs a strict gain) of
+    ``study_key``, re-saved as that study's latest version if a later version of the
+    study sits above it (a trial that died after registering). (None, None) if none does."""
     from .registry import ModelRegistry
 
     registry = ModelRegistry(root)
     mine = [(v, registry.meta(name, v).get("tune") or {}) for v in registry.versions(name)]
     mine = [(v, t) for v, t in mine if t.get("study") == study_key]
-    holding = [v for v, t in mine if t.get("trial") == trial]
+    holding = [(v, t["trial"]) for v, t in mine if t.get("trial") in best]
     if not holding:
-        return None
-    if mine[-1][0] == holding[-1] and registry.versions(name)[-1] == holding[-1]:
-        return holding[-1]
-    entry = registry.load(name, holding[-1])
+        return None, None
+    trial = holding[0][1]
+    version = max(v for v, t in holding if t == trial)  # its latest copy (after an earlier promotion)
+    if mine[-1][0] == version:
+        return version, trial
+    entry = registry.load(name, version)
     extra = {k: entry.meta[k] for k in ("train_config", "model", "batch_size", "augment", "log", "tune")
              if k in entry.meta}
     return registry.save(entry.model, name, config=entry.config, cache_fingerprint=entry.meta.get("cache_fingerprint"),
                          class_names=entry.class_names, stats=entry.stats if entry.stats is not None else False,
-                         metrics=entry.metrics, extra=extra)
+                         metrics=entry.metrics, extra=extra), trial
 
 
 # -- small helpers -------------------------------------------------------------------------------
@@ -657,24 +676,27 @@ def _default(name: str):
 def add_tune_parser(subparsers):
     """The ``tune`` subcommand; defaults come from TuneConfig."""
     import argparse
-
-    from .loop import AMP_MODES
+    import textwrap
 
     p = subparsers.add_parser(
         "tune", help="search hyperparameters with Optuna (resumable, parallel) and register the best model",
         formatter_class=argparse.RawDescriptionHelpFormatter,
-        description=(
+        description=textwrap.fill(
             "Search training settings on CACHE with Optuna (TPE sampling, pruning of weak trials on their "
             "per-epoch validation metric), storing the study in OUT/study.db. Running the same command "
             "again continues a stopped or killed search; several processes (--jobs, or several commands on "
-            "the same OUT, e.g. one per GPU with --device cuda:N) share one study. Each trial is logged to "
-            "OUT/runs/trial-NNNN.jsonl; each new best model is registered in OUT/registry (the latest "
-            "version is the best trial); OUT/report.html shows the study at the end."),
-        epilog=("search space: a TOML or JSON file with sections [train] (TrainConfig fields), [model] (name "
-                "and the model's arguments), [augment] (Augment fields) and [loader] (batch_size); a plain "
-                "value is fixed, {low, high[, log, step]} or {choices} is searched. Print the default with "
-                "--print-space.\n\nTensorBoard: pip install tensorboard (included in chirpid-io[dev]), then "
-                "--tensorboard DIR and `tensorboard --logdir DIR`."),
+            "the same OUT, e.g. one per GPU with --device cuda:N) share one study and finish --trials "
+            "between them. Each trial is logged to OUT/runs/trial-NNNN.jsonl; each new best model is "
+            "registered in OUT/registry (the latest version is the best trial); OUT/report.html shows the "
+            "study at the end.", 88),
+        epilog="\n\n".join(textwrap.fill(text, 88) for text in (
+            "search space: a TOML or JSON file with sections [train] (TrainConfig fields), [model] (name and "
+            "the model's arguments), [augment] (Augment fields) and [loader] (batch_size); a plain value is "
+            "fixed, {low, high[, log, step]} or {choices} is searched. Print the default with --print-space.",
+            "a killed process: its trial is marked failed once --grace seconds pass without a heartbeat, and "
+            "its parameters are queued again (at most twice).",
+            "TensorBoard: pip install tensorboard (included in chirpid-io[dev]), then --tensorboard DIR and "
+            "`tensorboard --logdir DIR`.")),
     )
     p.add_argument("cache", nargs="?", help="cache folder (from build-cache)")
     p.add_argument("out", nargs="?", help="study folder: study.db, runs/, registry/, report.html (created if missing)")
@@ -698,8 +720,10 @@ def add_tune_parser(subparsers):
     p.add_argument("--registry", help="model registry for the best model (default OUT/registry)")
     p.add_argument("--name", help="registry name of the model (default: the cache folder's name)")
     p.add_argument("--device", help="cpu, cuda, cuda:1 ... (default: cuda when available)")
-    p.add_argument("--amp", default=_default("amp"), choices=AMP_MODES,
-                   help=f"mixed precision (default {_default('amp')})")
+    # no choices= here: they live in trainers.loop, which imports torch; TrainConfig checks the value
+    p.add_argument("--amp", default=_default("amp"),
+                   help="mixed precision, as TrainConfig.amp takes it (default: the space's train.amp, else "
+                        "TrainConfig's default)")
     p.add_argument("--workers", type=int, default=_default("workers"),
                    help=f"loader worker processes per trial (default {_default('workers')})")
     p.add_argument("--val-fraction", type=float, default=_default("val_fraction"),
