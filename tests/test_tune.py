@@ -61,7 +61,22 @@ def tiny(tmp_path) -> Path:
 
 def _load(out: Path, name: str = "chirpid-io"):
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    return optuna.load_study(study_name=name, storage=f"sqlite:///{out / 'study.db'}")
+    storage = optuna.storages.RDBStorage(f"sqlite:///{out / 'study.db'}", skip_table_creation=True)
+    return optuna.load_study(study_name=name, storage=storage)
+
+
+def _peek(db: Path) -> list[tuple[int, str, int]]:
+    """(number, state, reported epochs) of each trial, through a read-only SQLite
+    connection: polling must not race the tune process creating the schema."""
+    import sqlite3
+
+    try:
+        with sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=5) as con:
+            return con.execute(
+                "SELECT t.number, t.state, (SELECT COUNT(*) FROM trial_intermediate_values v "
+                "WHERE v.trial_id = t.trial_id) FROM trials t ORDER BY t.number").fetchall()
+    except sqlite3.Error:  # not created yet, or busy
+        return []
 
 
 def _states(study) -> dict[str, int]:
@@ -252,29 +267,25 @@ def test_sigkilled_study_resumes_with_the_same_command(small_cache, tmp_path, ti
     out = tmp_path / "killed"
     command = _tune_command(small_cache, out, tiny, "--trials", "4", "--heartbeat", "1", "--grace", "2")
     proc = subprocess.Popen(command, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-    victim, before = None, None
+    killed = False
     deadline = time.monotonic() + 180
     try:
         while time.monotonic() < deadline and proc.poll() is None:
             time.sleep(0.1)
-            if not (out / "study.db").is_file():
-                continue
-            try:
-                study = _load(out)
-            except Exception:  # the study is being created
-                continue
-            trials = study.get_trials()
-            running = [t for t in trials if t.state.name == "RUNNING" and t.intermediate_values]
-            if running and any(t.state.name == "COMPLETE" for t in trials):
+            rows = _peek(out / "study.db")
+            running = [n for n, state, epochs in rows if state == "RUNNING" and epochs >= 1]
+            if running and any(state == "COMPLETE" for _, state, _ in rows):
                 os.kill(proc.pid, signal.SIGKILL)  # mid-epoch: its first epoch is reported, the second runs
-                victim, before = running[0], trials
+                killed = True
                 break
     finally:
-        if proc.poll() is None and victim is None:
+        if proc.poll() is None and not killed:
             proc.kill()
         output = proc.communicate()[0].decode(errors="replace")
-    assert victim is not None, f"no trial was caught running; output:\n{output}"
+    assert killed, f"no trial was caught running; output:\n{output}"
     assert proc.returncode == -signal.SIGKILL
+    before = _load(out).get_trials()
+    victim = next(t for t in before if t.state.name == "RUNNING")
 
     # nothing lost: the database opens, the finished trials and the killed one are there
     study = _load(out)

@@ -92,8 +92,10 @@ def build_report(inputs, out: str | os.PathLike, *, cache=None, run: str | None 
             add_study_section(page.section(f"study-{len(page.sections)}", f"Tune study: {path}"), study)
     if runs:
         section = page.section("runs", "Learning curves" if len(runs) > 1 else f"Learning curves: {runs[0].name}")
-        section.note(f"{len(runs)} run{'s' if len(runs) > 1 else ''} from the experiment logs; hover for values, "
-                     "click a run in the legend to hide or show it, double-click to show it alone")
+        section.note(f"{len(runs)} run{'s' if len(runs) > 1 else ''} from the experiment logs. Solid lines: "
+                     "validation, dashed: training; star and dotted line: the best epoch (the weights kept); "
+                     "cross: stopped early (patience, or pruned). Hover for values; click a run in the legend "
+                     "to hide or show it, double-click to show it alone.")
         fig = learning_curves(runs)
         if fig is not None:
             section.figure(fig)

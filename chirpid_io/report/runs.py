@@ -214,9 +214,6 @@ def learning_curves(runs: list[Run], *, visible: int = 12):
     fig.update_xaxes(title_text="epoch", row=len(panels), col=1)
     fig.update_layout(height=230 * len(panels) + 120, template="plotly_white", hovermode="closest",
                       legend={"title": {"text": "runs (click to hide)"}}, margin={"t": 40, "r": 10})
-    fig.add_annotation(text="solid: validation, dashed: training; ★ best epoch, ✕ stopped early (patience or pruning)",
-                       xref="paper", yref="paper", x=0, y=1.0, yshift=30, showarrow=False,
-                       font={"size": 11, "color": "#555"}, xanchor="left")
     return fig
 
 

@@ -28,7 +28,8 @@ def open_study(path: str | Path, study_name: str | None = None):
         if f.read(16) != b"SQLite format 3\x00":
             raise ConfigError(f"{db}: not an SQLite database")
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    storage = optuna.storages.RDBStorage(f"sqlite:///{db.resolve()}", skip_compatibility_check=False)
+    # skip_table_creation: a report never writes the schema (a tune starting now creates it)
+    storage = optuna.storages.RDBStorage(f"sqlite:///{db.resolve()}", skip_table_creation=True)
     names = [s.study_name for s in optuna.get_all_study_summaries(storage)]
     if not names:
         raise ConfigError(f"{db}: holds no study")
