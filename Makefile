@@ -6,7 +6,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install sample-cache test bench clean
+.PHONY: install sample-cache test bench browser clean
 
 install: $(STAMP)
 
@@ -20,7 +20,15 @@ sample-cache: $(STAMP)
 	$(BIN)/chirpid-io build-cache --samples sample-cache
 	$(BIN)/chirpid-io inspect sample-cache
 
-test: $(STAMP)
+# headless Chromium for the report's browser test (Debian's package; needs root or sudo)
+CHROMIUM := /usr/bin/chromium
+browser:
+	@test -x $(CHROMIUM) || { \
+	  if [ "$$(id -u)" -eq 0 ]; then SUDO=; else SUDO=sudo; fi; \
+	  $$SUDO apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends chromium; }
+
+test: $(STAMP) browser
 	$(BIN)/python -m pytest -q
 
 bench: $(STAMP)

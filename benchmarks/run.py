@@ -28,8 +28,9 @@ sys.path.insert(0, str(HERE))
 import corpus  # noqa: E402
 import memory  # noqa: E402
 
-#: Report order; stages not listed follow in the order they appear.
-STAGES = ("decode", "mel", "build", "storage", "loader", "train")
+# the pairing of old and new rows is shared with `chirpid-io report` (its benchmark section)
+from chirpid_io.report.bench import STAGES, throughput_rows  # noqa: E402,F401
+from chirpid_io.report.bench import ordered as _ordered  # noqa: E402
 PROFILES = {
     # Every benchmark also makes one untimed call first (imports, caches, kernel set-up).
     "quick": {"corpus_minutes": 1.0, "rounds": 3, "warmup": 0, "mel_clips": 64},
@@ -112,45 +113,6 @@ def _device(choice: str) -> str:
 
 
 # --------------------------------------------------------------------------- tables
-
-
-def throughput_rows(data: dict) -> list[dict]:
-    """One row per chirpid-io benchmark, paired with its stage's old-path benchmark."""
-    by_stage: dict[str, dict[str, list[dict]]] = {}
-    for bench in data.get("benchmarks", []):
-        info = bench.get("extra_info", {})
-        if "stage" not in info or not info.get("items"):
-            continue
-        entry = {
-            "stage": info["stage"], "side": info["side"], "case": info.get("case", ""),
-            "label": info.get("label", bench["name"]), "unit": info.get("unit", "items/s"),
-            "median_s": bench["stats"]["median"], "rounds": bench["stats"]["rounds"],
-            "throughput": info["items"] / bench["stats"]["median"],
-        }
-        by_stage.setdefault(entry["stage"], {"old": [], "new": []})[entry["side"]].append(entry)
-
-    rows = []
-    for stage in _ordered(by_stage):
-        olds, news = by_stage[stage]["old"], by_stage[stage]["new"]
-        if not news:  # the new side failed: show the old side's rows alone
-            rows += [{"stage": stage, "case": o["case"] or o["label"], "old": o, "new": None,
-                      "speedup": None, "unit": o["unit"]} for o in olds]
-        for new in news:
-            case = new["case"]
-            old = next((o for o in olds if o["case"] == case), None)
-            if old is None and len(olds) == 1:
-                old = olds[0]
-            rows.append({
-                "stage": stage, "case": case or new["label"], "old": old, "new": new,
-                "speedup": new["throughput"] / old["throughput"] if old else None,
-                "unit": new["unit"],
-            })
-    return rows
-
-
-def _ordered(stages) -> list[str]:
-    known = [s for s in STAGES if s in stages]
-    return known + [s for s in stages if s not in STAGES]
 
 
 def skipped_rows(data: dict) -> list[dict]:
@@ -271,10 +233,8 @@ def _machine_line(machine: dict) -> str:
 
 
 def plot(data: dict, path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    # a Figure of its own, not pyplot: no global figure list to leak into, no backend switch
+    from matplotlib.figure import Figure
 
     rows = [r for r in throughput_rows(data) if r["old"] or r["new"]]
     stages = _ordered({r["stage"]: None for r in rows})
@@ -285,8 +245,8 @@ def plot(data: dict, path: Path) -> None:
     heights = [max(1.2, 0.45 * sum(r["stage"] == s for r in rows) + 0.8) for s in stages]
     if mem:
         heights.append(max(1.2, 0.45 * len({(m["stage"], m["scale"]) for m in mem}) + 0.8))
-    fig, axes = plt.subplots(panels, 1, figsize=(9, sum(heights) + 0.6),
-                             gridspec_kw={"height_ratios": heights}, squeeze=False)
+    fig = Figure(figsize=(9, sum(heights) + 0.6))
+    axes = fig.subplots(panels, 1, gridspec_kw={"height_ratios": heights}, squeeze=False)
     try:
         for ax, stage in zip(axes[:, 0], stages):
             mine = [r for r in rows if r["stage"] == stage]
@@ -313,7 +273,7 @@ def plot(data: dict, path: Path) -> None:
         fig.legend(handles, names, loc="upper right", ncol=2, fontsize=8, frameon=False)
         fig.savefig(path, dpi=110)
     finally:
-        plt.close(fig)
+        fig.clear()  # drop the artists now rather than at the next garbage collection
 
 
 def _bars(ax, names, old, new, title) -> None:

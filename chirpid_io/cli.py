@@ -23,6 +23,8 @@ EPILOG = """examples:
   chirpid-io verify my-cache
   chirpid-io train my-cache models/ --epochs 30
   chirpid-io predict models/ rec.wav --json
+  chirpid-io tune my-cache search/ --trials 20 --jobs 2
+  chirpid-io report models/runs my-cache search/ -o report.html
 """
 
 
@@ -45,6 +47,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_train_parser(commands)
     add_predict_parser(commands)
+    # search and see (issue 14): hyperparameter search and the HTML report
+    from .report.cli import add_report_parser
+    from .trainers.tune import add_tune_parser
+
+    add_tune_parser(commands)
+    add_report_parser(commands)
     return parser
 
 

@@ -44,6 +44,10 @@ def add_train_parser(subparsers) -> argparse.ArgumentParser:
     extra = p.add_argument_group("logging")
     extra.add_argument("--log", help="JSON-lines experiment log (default: REGISTRY/runs/NAME-<time>.jsonl)")
     extra.add_argument("--mlflow", action="store_true", help="also log to MLflow, when it is installed (default: off)")
+    extra.add_argument("--tensorboard", metavar="DIR", help="also write TensorBoard event files to DIR, to watch the "
+                                                            "run live (needs: pip install tensorboard; default: none)")
+    extra.add_argument("--no-report", action="store_true", help="do not write the run's HTML report and PNG plots "
+                                                                "beside its log (default: written)")
     extra.add_argument("--no-progress", action="store_true",
                        help="no progress bar within epochs (default: a bar on a terminal, none otherwise)")
     p.set_defaults(run=train_command)
@@ -83,7 +87,8 @@ def train_command(args) -> int:
     config = TrainConfig(**given(args, TrainConfig))
     augment = Augment(**given(args, Augment))
     train(args.cache, args.registry, config, spec, augment, log_path=args.log, mlflow=args.mlflow,
-          echo=lambda line: print(line, flush=True), progress=False if args.no_progress else None)
+          tensorboard=args.tensorboard, report=not args.no_report, echo=lambda line: print(line, flush=True),
+          progress=False if args.no_progress else None)
     return 0
 
 

@@ -5,7 +5,9 @@ Records, one per line, each with an ``event`` and a ``time`` (Unix seconds):
 ``epoch`` (one per epoch: the ``fit`` history record, metrics and timings), ``end``
 (final result). Every line is flushed when written, so a crashed run's log is readable up
 to its last epoch. MLflow receives the same params and metrics when asked for and
-installed.
+installed; TensorBoard event files (``tensorboard=DIR``) receive every numeric value of
+each epoch record as a scalar under the same name, so a run can be watched live with
+``tensorboard --logdir DIR``.
 """
 
 from __future__ import annotations
@@ -36,14 +38,18 @@ def environment(device=None) -> dict:
 class ExperimentLog:
     """Append-only JSON-lines log of one run at ``path``; callable with an epoch record,
     so it can be passed to ``fit(log=...)``. ``mlflow=True`` also logs to the active
-    MLflow tracking setup when ``mlflow`` is importable (silently skipped otherwise)."""
+    MLflow tracking setup when ``mlflow`` is importable (silently skipped otherwise).
+    ``tensorboard``: a folder for TensorBoard event files (through
+    ``torch.utils.tensorboard``; needs ``pip install tensorboard``): each epoch's numbers
+    as scalars at step ``epoch``, the config and the result as text."""
 
     def __init__(self, path: str | os.PathLike, *, run_name: str | None = None, mlflow: bool = False,
-                 echo=None):
+                 echo=None, tensorboard: str | os.PathLike | None = None):
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.run_name = run_name or self.path.stem
         self.echo = echo  # optional callable(str) for a progress line per epoch
+        self._tensorboard = _tensorboard_writer(tensorboard) if tensorboard is not None else None
         self._file = open(self.path, "a", encoding="utf-8")
         self._mlflow = None
         if mlflow:
@@ -64,6 +70,9 @@ class ExperimentLog:
         self.write("start", run=self.run_name, config=config, environment=environment(device), **extra)
         if self._mlflow is not None:
             self._mlflow.log_params({k: str(v) for k, v in _flatten(config).items()})
+        if self._tensorboard is not None:
+            self._tensorboard.add_text("config", _as_markdown(config))
+            self._tensorboard.flush()
 
     def __call__(self, record: dict) -> None:
         self.write("epoch", **record)
@@ -72,16 +81,28 @@ class ExperimentLog:
         if self._mlflow is not None:
             numbers = {k: float(v) for k, v in record.items() if isinstance(v, (int, float)) and k != "epoch"}
             self._mlflow.log_metrics(numbers, step=int(record.get("epoch", 0)))
+        if self._tensorboard is not None:
+            step = int(record.get("epoch", 0))
+            for key, value in record.items():
+                if key != "epoch" and isinstance(value, (int, float)) and not isinstance(value, bool):
+                    self._tensorboard.add_scalar(key, value, step)
+            self._tensorboard.flush()  # watched live: every epoch reaches the file at once
 
     def end(self, result: dict) -> None:
         self.write("end", result=result)
         if self._mlflow is not None:
             numbers = {k: float(v) for k, v in result.items() if isinstance(v, (int, float))}
             self._mlflow.log_metrics(numbers)
+        if self._tensorboard is not None:
+            self._tensorboard.add_text("result", _as_markdown(result))
+            self._tensorboard.flush()
 
     def close(self) -> None:
         if not self._file.closed:
             self._file.close()
+        if self._tensorboard is not None:
+            self._tensorboard.close()
+            self._tensorboard = None
         if self._mlflow is not None:
             self._mlflow.end_run()
             self._mlflow = None
@@ -119,14 +140,10 @@ def read_log(path: str | os.PathLike) -> list[dict]:
 
 def plot_history(log_path: str | os.PathLike, out_png: str | os.PathLike) -> Path:
     """Loss and accuracy/macro-F1 per epoch from a run's log, as a PNG."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     epochs = [r for r in read_log(log_path) if r.get("event") == "epoch"]
     x = [r["epoch"] for r in epochs]
-    fig, (ax_loss, ax_score) = plt.subplots(1, 2, figsize=(10, 4))
+    fig = _figure((10, 4))
+    ax_loss, ax_score = fig.subplots(1, 2)
     try:
         for key in ("train_loss", "val_loss"):
             if any(key in r for r in epochs):
@@ -141,24 +158,21 @@ def plot_history(log_path: str | os.PathLike, out_png: str | os.PathLike) -> Pat
         fig.tight_layout()
         fig.savefig(out_png, dpi=100)
     finally:
-        plt.close(fig)
+        fig.clear()
     return Path(out_png)
 
 
 def plot_confusion(matrix, class_names, out_png: str | os.PathLike) -> Path:
     """A confusion matrix (rows: true class, columns: predicted), row-normalised colours
     with the counts written in, as a PNG."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
     import numpy as np
 
     matrix = np.asarray(matrix)
     rows = matrix.sum(axis=1, keepdims=True)
     share = np.divide(matrix, rows, out=np.zeros(matrix.shape), where=rows > 0)
     size = max(4, 0.45 * len(class_names) + 2)
-    fig, ax = plt.subplots(figsize=(size, size))
+    fig = _figure((size, size))
+    ax = fig.subplots()
     try:
         ax.imshow(share, cmap="Blues", vmin=0, vmax=1)
         ticks = range(len(class_names))
@@ -174,8 +188,34 @@ def plot_confusion(matrix, class_names, out_png: str | os.PathLike) -> Path:
         fig.tight_layout()
         fig.savefig(out_png, dpi=100)
     finally:
-        plt.close(fig)
+        fig.clear()
     return Path(out_png)
+
+
+def _figure(size):
+    """A matplotlib Figure outside pyplot: it is never in pyplot's list of open figures
+    (nothing to close, nothing to leak) and the caller's backend is left alone (pyplot's
+    ``matplotlib.use("Agg")`` would switch it, closing an interactive session's figures)."""
+    from matplotlib.figure import Figure
+
+    return Figure(figsize=size)
+
+
+def _tensorboard_writer(folder):
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:
+        from ..errors import ConfigError
+
+        raise ConfigError(f"TensorBoard logging to {folder} needs the tensorboard package: "
+                          "pip install tensorboard (or chirpid-io[dev])") from None
+    return SummaryWriter(log_dir=str(folder))
+
+
+def _as_markdown(values: dict) -> str:
+    # TensorBoard renders text as Markdown: indent by four spaces to show the JSON verbatim
+    text = json.dumps(values, indent=2, default=_jsonable)
+    return "\n".join("    " + line for line in text.splitlines())
 
 
 def _flatten(values: dict, prefix: str = "") -> dict:

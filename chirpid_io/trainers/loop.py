@@ -124,6 +124,8 @@ class TrainConfig:
             raise ConfigError("TrainConfig.early_stopping needs at least one metric, e.g. ['val_loss']")
         if self.epochs < 1:
             raise ConfigError(f"TrainConfig.epochs must be >= 1, got {self.epochs}")
+        if isinstance(self.class_weights, str) and self.class_weights.lower() == "none":
+            self.class_weights = None  # as a search space or a file spells it
         if isinstance(self.class_weights, str) and self.class_weights != "balanced":
             raise ConfigError(f"TrainConfig.class_weights must be 'balanced', a list or None, "
                               f"got {self.class_weights!r}")

@@ -57,12 +57,15 @@ class TrainOutcome:
 
 
 def train(cache, registry, config=None, spec: RunSpec | None = None, augment=None, *, log_path=None,
-          mlflow: bool = False, echo: Callable[[str], None] = print, progress: bool | None = None) -> TrainOutcome:
+          mlflow: bool = False, tensorboard=None, report: bool = True, echo: Callable[[str], None] = print,
+          progress: bool | None = None) -> TrainOutcome:
     """Train (or cross-validate) on ``cache`` and register the model in ``registry``.
 
     ``config``: a TrainConfig (default: its defaults); ``spec``: a RunSpec; ``augment``:
     an Augment for training batches (default ``Augment()`` when ``spec.augment``).
     ``echo`` receives one line per epoch and the run's notes (warnings go to stderr).
+    ``tensorboard``: also write TensorBoard event files to that folder. ``report``: write
+    the run's HTML report and PNG plots beside its log at the end.
     """
     import torch
 
@@ -91,7 +94,7 @@ def train(cache, registry, config=None, spec: RunSpec | None = None, augment=Non
     echo(f"training {spec.model} on {shown(cache.path)} ({device}); log: {shown(log_path)}")
     settings = {**config.to_dict(), **{k: v for k, v in asdict(spec).items()}, "cache": str(cache.path),
                 "fingerprint": cache.fingerprint, "augment": None if augment is None else asdict(augment)}
-    with ExperimentLog(log_path, run_name=name, mlflow=mlflow, echo=echo) as log:
+    with ExperimentLog(log_path, run_name=name, mlflow=mlflow, echo=echo, tensorboard=tensorboard) as log:
         log.start(settings, device=device)
         if spec.folds:
             progress_log = None if spec.parallel > 1 else (lambda r: echo(f"fold {r['fold']}  " + format_epoch(r)))
@@ -110,8 +113,9 @@ def train(cache, registry, config=None, spec: RunSpec | None = None, augment=Non
             if result.pooled:
                 echo("pooled over folds: " + ", ".join(f"{k} {v:.4f}" for k, v in result.pooled.items()))
             metrics = {"mean": result.mean, "std": result.std, "pooled": result.pooled}
-            log.end({**metrics, "confusion": result.confusion,
+            log.end({**metrics, "confusion": result.confusion, "class_names": list(cache.class_names),
                      "folds": [{k: v for k, v in f.items() if k != "confusion"} for f in result.folds]})
+            _write_report(report, log_path, cache, echo)  # every line of the log is flushed already
             return TrainOutcome(result, metrics, name, None, log_path)
 
         train_idx, val_idx = group_split(cache, spec.val_fraction, group=spec.group, seed=config.seed)
@@ -141,8 +145,19 @@ def train(cache, registry, config=None, spec: RunSpec | None = None, augment=Non
                    "resumed_at_epoch": result.resumed_at, "stop_reason": result.stop_reason},
         )
         log.end({**metrics, "registered": f"{name} v{version}", "confusion": result.confusion,
-                 "stop_reason": result.stop_reason})
+                 "per_class": result.per_class, "stopped_early": result.stopped_early,
+                 "stop_reason": result.stop_reason, "class_names": list(cache.class_names)})
+    _write_report(report, log_path, cache, echo)
     scores = ", ".join(f"{k} {metrics[k]:.4f}" for k in ("val_accuracy", "val_roc_auc", "val_cmap", "val_macro_f1")
                        if k in metrics)
     echo(f"best epoch {result.best_epoch}: {scores}; registered {name} v{version} in {shown(registry)}")
     return TrainOutcome(result, metrics, name, version, log_path)
+
+
+def _write_report(wanted: bool, log_path: Path, cache, echo) -> None:
+    """The run's HTML report and PNG plots beside its log (every log line is flushed)."""
+    if not wanted:
+        return
+    from ..report import write_run_report
+
+    echo("report: " + ", ".join(shown(p) for p in write_run_report(log_path, cache=cache)))
