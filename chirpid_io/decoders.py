@@ -28,6 +28,10 @@ Memory: ``blocks()`` holds about one block, except for MP3 through libsndfile, w
 samples depend on how the decode is split into reads (see SOUNDFILE_WHOLE_CODECS): it is
 decoded whole, then sliced. ``open_audio(path, streaming=True)`` sends MP3 to FFmpeg.
 
+Threads: libsndfile releases the GIL while it decodes, PyAV does not (measured here: two
+threads decode two m4a files no faster than one thread does), so a thread pool runs
+FFmpeg decodes one at a time; inputs that are mostly m4a/Opus/WMA need processes.
+
 FFmpeg is opened with the ``file`` protocol only and a whitelist of audio demuxers
 (:data:`FFMPEG_DEMUXERS`): playlist and concat demuxers, which open other files or URLs
 named inside the data, are refused. Codec delay is left to FFmpeg: the m4a edit list
