@@ -6,7 +6,8 @@
   at 33 classes.
 
 Both end in a global average pool, so any input height (mel bands) and width (frames)
-works. Each model keeps its constructor arguments in ``init_kwargs`` so the registry can
+works; ``model.embed(x)`` gives the pooled features the classifier sees (for search and
+clustering). Each model keeps its constructor arguments in ``init_kwargs`` so the registry can
 rebuild it from a state_dict alone.
 """
 
@@ -48,9 +49,12 @@ class BirdCNN(_Recorded):
         self.dropout = nn.Dropout(dropout)
         self.classifier = nn.Linear(channels, n_classes)
 
+    def embed(self, x: torch.Tensor) -> torch.Tensor:
+        """The penultimate features (B, 4 * width): what the classifier sees."""
+        return self.pool(self.features(x)).flatten(1)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.pool(self.features(x)).flatten(1)
-        return self.classifier(self.dropout(x))
+        return self.classifier(self.dropout(self.embed(x)))
 
 
 class SqueezeExcite(nn.Module):
@@ -137,9 +141,12 @@ class BirdCNNv5c(_Recorded):
         self.dropout = nn.Dropout(dropout)
         self.classifier = nn.Linear(1536, n_classes)
 
+    def embed(self, x: torch.Tensor) -> torch.Tensor:
+        """The penultimate features (B, 1536): what the classifier sees."""
+        return self.pool(self.head(self.blocks(self.stem(x)))).flatten(1)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.head(self.blocks(self.stem(x)))
-        return self.classifier(self.dropout(self.pool(x).flatten(1)))
+        return self.classifier(self.dropout(self.embed(x)))
 
 
 #: The architectures the registry and the CLI build by name. A model folder names one of
