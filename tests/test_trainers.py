@@ -289,7 +289,8 @@ def test_classify_sees_what_training_saw(trained, cache, tmp_path):
     windows = cache.windows
     paths = np.asarray(windows.column("path").to_pylist())
     chosen = ["great_tit/2021-SW83-0418_04-91.wav", "zebra_finch/samba.wav"]
-    results = classify([SAMPLES / p for p in chosen], entry, batch_size=7)  # batches cut across recordings
+    # the windows training kept (energy filter on); batches cut within recordings
+    results = classify([SAMPLES / p for p in chosen], entry, batch_size=7, energy_filter=True)
     for relpath, result in zip(chosen, results):
         rows = np.flatnonzero(paths == relpath)
         loader = make_loader(cache, 64, indices=rows, shuffle=False, device="cpu")
@@ -305,12 +306,17 @@ def test_classify_reports_unusable_recordings_without_stopping(trained, cache, t
     broken = tmp_path / "broken.wav"
     broken.write_bytes(b"not audio at all")
     good = SAMPLES / "great_tit/2021-B32-0415_05-11.wav"
-    results = classify([broken, tmp_path / "missing.wav", np.zeros(20_000, np.float32), good, np.empty(0)],
+    results = classify([broken, tmp_path / "missing.wav", np.zeros(21_000, np.float32), good, np.empty(0)],
                        trained.model, config=cache.config, class_names=cache.class_names, stats=cache.stats)
-    assert [r.label is None for r in results] == [True, True, True, False, True]
+    assert [r.label is None for r in results] == [True, True, False, False, True]
     assert "not decodable" in results[0].reason
     assert "cannot be read" in results[1].reason
-    assert "silent" in results[2].reason
+    # every window scored, silence too: 1.3125 s in 0.5 s windows every 0.125 s, the last one padded
+    assert results[2].window_probabilities.shape == (8, 2)
+    assert results[2].padded.tolist() == [False] * 7 + [True]
+    silent = classify([np.zeros(20_000, np.float32)], trained.model, config=cache.config, class_names=cache.class_names,
+                      stats=cache.stats, energy_filter=True)[0]
+    assert silent.label is None and "silent" in silent.reason
     assert results[3].label == "great_tit" and results[3].window_probabilities.shape[1] == 2
     assert results[3].to_dict()["top"][0]["label"] == "great_tit"
     with pytest.raises(ConfigError, match="stats=cache.stats"):  # a bare model must say how it was fed

@@ -55,25 +55,41 @@ def add_train_parser(subparsers) -> argparse.ArgumentParser:
 
 
 def add_predict_parser(subparsers) -> argparse.ArgumentParser:
+    from ..predict.engine import PredictOptions
+    from ..predict.formats import FORMATS
     from .loop import METRIC_NAMES
 
     p = subparsers.add_parser(
-        "predict", help="classify recordings with a registered model",
+        "predict", help="score every window of recordings with a registered model",
         description=(
-            "Window and featurise each recording exactly as the model's training cache was made, average the "
-            "softmax over its windows, and print the label and confidence. A recording that cannot be read or has "
-            "no usable window is reported, not fatal (exit 2 if any was)."
-        ),
+            "Cut each recording into windows that cover all of it (the last zero-padded, flagged in the output), "
+            "featurise them exactly as the model's training cache was made, and score them: a softmax for a "
+            "single-label model, a sigmoid per species for a multi-label one. AUDIO_OR_FOLDER are audio files, "
+            "folders of them (searched recursively) or tables with a path column. With --out, writes one row per "
+            "window (predictions.parquet, and the formats of --format), recordings.parquet and errors.csv; a "
+            "killed run started again with the same command continues where it stopped. Without --out, prints one "
+            "line per recording (--json: one JSON object per line: recording, label, confidence, top, windows, "
+            "duration_seconds, detections). Exit 0 when every recording was scored, 2 when some could not be "
+            "read (their reasons are printed and in errors.csv), 1 on an error that stops the run."),
     )
     p.add_argument("registry", help="model registry folder")
-    p.add_argument("audio", nargs="+", help="audio files (WAV, FLAC, OGG, MP3, m4a, Opus, ...)")
+    p.add_argument("audio", nargs="+", metavar="AUDIO_OR_FOLDER",
+                   help="audio files (WAV, FLAC, OGG, MP3, m4a, Opus, ...), folders, or tables of paths")
+    p.add_argument("--out", help="folder for the per-window outputs (default: none, print a summary per recording)")
+    p.add_argument("--format", default="parquet", help=f"outputs with --out, comma-separated, of {', '.join(FORMATS)} "
+                                                       "(default: parquet; predictions.parquet is always written)")
+    p.add_argument("--json", action="store_true", help="print each recording's summary as one JSON line "
+                                                       "(default: a tab-separated line)")
     p.add_argument("--name", help="model name (default: the only one in the registry)")
     p.add_argument("--version", default="latest", help="latest, best, or a number (default: latest)")
     p.add_argument("--metric", default="val_macro_f1", choices=METRIC_NAMES,
                    help="metric that --version best ranks by (default: val_macro_f1)")
-    p.add_argument("--batch-size", type=int, default=64, help="windows per model call (default: 64)")
     p.add_argument("--device", help="cpu, cuda ... (default: cuda when available)")
-    p.add_argument("--json", action="store_true", help="one JSON object per recording, per line (default: off)")
+    p.add_argument("--overwrite", action="store_true", help="start --out afresh instead of continuing it "
+                                                            "(default: continue)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar (default: a bar on a terminal, none "
+                                                              "otherwise)")
+    add_fields(p.add_argument_group("windows and outputs (PredictOptions)"), PredictOptions)
     p.set_defaults(run=predict_command)
     return p
 
@@ -93,8 +109,14 @@ def train_command(args) -> int:
 
 
 def predict_command(args) -> int:
+    import shutil
+    import tempfile
+
     from ..errors import ConfigError
-    from .inference import classify
+    from ..predict.engine import PredictOptions, predict
+    from ..predict.scoring import TorchScorer
+    from ..predict.sources import list_sources
+    from ..text import shown
     from .registry import ModelRegistry
 
     registry = ModelRegistry(args.registry)
@@ -102,17 +124,34 @@ def predict_command(args) -> int:
     if name is None:
         names = registry.names()
         if len(names) != 1:
-            raise ConfigError(f"{args.registry}: holds {len(names)} models ({', '.join(names) or 'none'}); "
+            raise ConfigError(f"{shown(args.registry)}: holds {len(names)} models ({', '.join(names) or 'none'}); "
                               "choose one with --name")
         name = names[0]
-    version = args.version if args.version in ("latest", "best") else int(args.version.lstrip("v"))
+    version = args.version if args.version in ("latest", "best") else int(str(args.version).lstrip("v"))
     entry = registry.load(name, version, metric=args.metric, device=args.device)
-    results = classify(args.audio, entry, batch_size=args.batch_size, device=args.device)
-    for result in results:
+    options = PredictOptions(**given(args, PredictOptions))
+    out = args.out or tempfile.mkdtemp(prefix="chirpid-io-predict-")
+    try:
+        report = predict(TorchScorer(entry, device=args.device), list_sources(args.audio), out, options,
+                         formats=[f.strip() for f in args.format.split(",") if f.strip()], overwrite=args.overwrite,
+                         progress=False if args.no_progress else None)
+    finally:
+        if args.out is None:
+            shutil.rmtree(out, ignore_errors=True)
+    for summary in report.summaries:
         if args.json:
-            print(json.dumps(result.to_dict()))
-        elif result.label is None:
-            print(f"{result.source}\t-\tskipped: {result.reason}")
+            print(json.dumps(summary))
+        elif summary["label"] is None:
+            print(f"{shown(summary['recording'])}\t-\t{summary.get('reason', '')}")
         else:
-            print(f"{result.source}\t{result.label}\t{result.confidence:.3f}")
-    return 0 if all(r.label is not None for r in results) else 2
+            print(f"{shown(summary['recording'])}\t{summary['label']}\t{summary['confidence']:.3f}")
+    for failed, reason in report.failed:
+        if args.json:
+            print(json.dumps({"recording": failed, "label": None, "reason": reason}))
+        else:
+            print(f"{shown(failed)}\t-\tfailed: {shown(reason)}")
+    if args.out is not None:
+        import sys
+
+        print("\n".join(report.lines()), file=sys.stderr)
+    return 2 if report.failed else 0

@@ -1,0 +1,66 @@
+"""Waveform windows -> model input -> probabilities (and embeddings): the serving path.
+
+Every step is the one training used: the recipe's kernel (``kernels.mel_spectrogram``),
+quantisation to the cache's storage dtype (``kernels.to_storage``), then
+:class:`~chirpid_io.loaders.transform.ModelInput` with the statistics the loader
+normalised with. So a window scored here and the same window read from its cache by the
+loader reach the model as the identical tensor (tests/test_predict.py checks it).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ..loaders.transform import ModelInput
+
+
+class TorchScorer:
+    """Scores (B, n_samples) float32 windows with a registry entry's model.
+
+    ``probabilities``: softmax for a single-label model, a sigmoid per class for a
+    multi-label one. ``embed=True`` also returns the penultimate features (float16).
+    """
+
+    def __init__(self, entry, *, device=None, backend: str = "torch"):
+        import torch
+
+        self.entry = entry
+        self.config = entry.config
+        self.class_names = list(entry.class_names)
+        self.task = entry.task
+        self.model = entry.model
+        self.device = torch.device(device) if device is not None else next(
+            (p.device for p in self.model.parameters()), torch.device("cpu"))
+        self.model.to(self.device).eval()
+        self.backend = backend
+        value_scale = 1 / 255 if self.config.storage_dtype == "uint8" else 1.0
+        self.model_input = ModelInput(entry.stats, value_scale, self.config.n_mels)
+
+    def inputs(self, waves: np.ndarray):
+        """The model input of ``waves``: (B, 1, n_mels, frames) float32 on the device."""
+        import torch
+
+        from ..kernels import mel_spectrogram, to_storage
+
+        images = mel_spectrogram(waves, self.config, backend=self.backend, device=self.device)
+        stored = torch.from_numpy(to_storage(images.cpu().numpy(), self.config.storage_dtype))
+        return self.model_input(stored.to(self.device))
+
+    def __call__(self, waves: np.ndarray, embed: bool = False):
+        """(probabilities (B, C) float32, embeddings (B, D) float16 or None), numpy."""
+        import torch
+
+        with torch.inference_mode():
+            x = self.inputs(waves)
+            features = None
+            if embed and hasattr(self.model, "embed") and hasattr(self.model, "classifier"):
+                features = self.model.embed(x)
+                logits = self.model.classifier(features)  # dropout is the identity in eval mode
+            else:
+                logits = self.model(x)
+                if embed and hasattr(self.model, "embed"):
+                    features = self.model.embed(x)
+            logits = logits.float()
+            probabilities = torch.sigmoid(logits) if self.task == "multilabel" else torch.softmax(logits, dim=1)
+            out = probabilities.cpu().numpy()
+            return out, None if features is None else features.float().cpu().numpy().astype(np.float16)
