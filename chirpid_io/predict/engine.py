@@ -37,7 +37,7 @@ from ..errors import AudioDecodeError, ConfigError
 from ..text import shown
 from . import formats as fmt
 from .sources import Source
-from .windows import Chunk, Ending, kept, peaks_ok, recording_windows
+from .windows import Chunk, Ending, kept, recording_windows
 
 JOURNAL = "predict-journal.jsonl"
 PARTS = "parts"
@@ -256,6 +256,7 @@ class _Run:
                 if features is not None:
                     st["emb"].append(features[offset : offset + k])
                 st["unscored"] -= k
+                chunk.samples = None  # scored: only its results are kept
                 offset += k
             self.report.windows += len(waves)
             batch, batched = [], 0
@@ -323,7 +324,7 @@ class _Run:
         probabilities = np.concatenate(st["probs"])
         features = np.concatenate(st["emb"]) if st["emb"] else None
         if self.options.energy_filter:
-            keep = kept(np.concatenate([c.rms for c in chunks]), np.concatenate([peaks_ok(c.samples) for c in chunks]),
+            keep = kept(np.concatenate([c.rms for c in chunks]), np.concatenate([c.audible for c in chunks]),
                         st["end"].threshold, padded, self.config.pad_short)
             starts, padded, probabilities = starts[keep], padded[keep], probabilities[keep]
             features = None if features is None else features[keep]

@@ -32,6 +32,11 @@ class TorchScorer:
         self.device = torch.device(device) if device is not None else next(
             (p.device for p in self.model.parameters()), torch.device("cpu"))
         self.model.to(self.device).eval()
+        # on a CPU the channels-last layout halves a convolutional model's time (BirdCNN,
+        # batch 32 on this 2-core machine: 27 -> 12 ms per window); it changes no input
+        self.channels_last = self.device.type == "cpu"
+        if self.channels_last:
+            self.model.to(memory_format=torch.channels_last)
         self.backend = backend
         value_scale = 1 / 255 if self.config.storage_dtype == "uint8" else 1.0
         self.model_input = ModelInput(entry.stats, value_scale, self.config.n_mels)
@@ -52,6 +57,8 @@ class TorchScorer:
 
         with torch.inference_mode():
             x = self.inputs(waves)
+            if self.channels_last:
+                x = x.contiguous(memory_format=torch.channels_last)
             features = None
             if embed and hasattr(self.model, "embed") and hasattr(self.model, "classifier"):
                 features = self.model.embed(x)

@@ -23,12 +23,14 @@ CHUNK = 32
 @dataclass
 class Chunk:
     """Windows of one recording: ``samples`` (K, n), where each starts (seconds),
-    whether it runs past the recording's end (zero-padded), and its RMS."""
+    whether it runs past the recording's end (zero-padded), its RMS, and whether its peak
+    is above digital silence (kept when the samples are let go once scored)."""
 
-    samples: np.ndarray
+    samples: np.ndarray | None
     start_seconds: np.ndarray
     padded: np.ndarray
     rms: np.ndarray
+    audible: np.ndarray
 
 
 @dataclass
@@ -75,7 +77,7 @@ def _chunk(pairs, total: int, n: int, rate: int, done: bool) -> Chunk:
     samples = np.stack([w for _, w in pairs]).astype(np.float32, copy=False)
     rms = np.sqrt(np.mean(np.square(samples, dtype=np.float64), axis=1)).astype(np.float32)
     padded = starts + n > total if done else np.zeros(len(starts), dtype=bool)
-    return Chunk(samples, starts / rate, padded, rms)
+    return Chunk(samples, starts / rate, padded, rms, peaks_ok(samples))
 
 
 def kept(rms: np.ndarray, peaks_ok: np.ndarray, threshold: float | None, padded: np.ndarray,

@@ -104,8 +104,8 @@ def _one(scorer, source, item: int, batch_size: int, energy_filter: bool) -> Pre
         samples = np.stack([w for _, w in pairs])
         starts = np.array([s for s, _ in pairs]) / config.sample_rate
         padded = np.array([s + config.n_samples > wave.size for s, _ in pairs])
-        chunks, threshold = [Chunk(samples, starts, padded, np.sqrt(np.mean(np.square(samples, dtype=np.float64),
-                                                                             axis=1)))], None
+        rms = np.sqrt(np.mean(np.square(samples, dtype=np.float64), axis=1))
+        chunks, threshold = [Chunk(samples, starts, padded, rms, peaks_ok(samples))], None
         if energy_filter and config.energy_threshold is not None:
             from ..audio import frame_rms
 
@@ -128,7 +128,8 @@ def _one(scorer, source, item: int, batch_size: int, energy_filter: bool) -> Pre
     starts = np.concatenate([c.start_seconds for c in chunks])
     padded = np.concatenate([c.padded for c in chunks])
     if energy_filter:
-        keep = kept(np.concatenate([c.rms for c in chunks]), peaks_ok(samples), threshold, padded, config.pad_short)
+        keep = kept(np.concatenate([c.rms for c in chunks]), np.concatenate([c.audible for c in chunks]), threshold,
+                    padded, config.pad_short)
         samples, starts, padded = samples[keep], starts[keep], padded[keep]
     if not len(samples):
         return Prediction(name, None, None, reason="no window above the energy threshold (silent or near-silent)",
