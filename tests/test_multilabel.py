@@ -83,7 +83,7 @@ def test_train_task_multilabel_end_to_end_then_predict_with_sigmoid(birdclef_cac
         [sys.executable, "-m", "chirpid_io", "train", birdclef_cache[0], models, "--task", "multilabel", "--epochs", "3",
          "--model-arg", "width=4", "--device", "cpu", "--amp", "off", "--batch-size", "16", "--group", "recording_id",
          "--early-stopping", "val_cmap,val_loss", "--secondary-weight", "0.5", "--no-progress", "--no-report",
-         "--log", tmp_path / "run.jsonl"], capture_output=True, text=True, env=env, timeout=600)
+         "--experiment-log", tmp_path / "run.jsonl"], capture_output=True, text=True, env=env, timeout=600)
     assert result.returncode == 0, result.stderr
     assert "val_roc_auc" in result.stdout or "val_cmap" in result.stdout
     epochs = [r for r in read_log(tmp_path / "run.jsonl") if r["event"] == "epoch"]

@@ -61,7 +61,7 @@ def train_log(small_cache, tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("train")
     log = root / "runs" / "train-run.jsonl"
     assert main(["train", str(small_cache.path), str(root / "models"), "--epochs", "4", "--model-arg", "width=4",
-                 "--device", "cpu", "--amp", "off", "--group", GROUP, "--patience", "1", "--log", str(log)]) == 0
+                 "--device", "cpu", "--amp", "off", "--group", GROUP, "--patience", "1", "--experiment-log", str(log)]) == 0
     return log
 
 

@@ -424,7 +424,7 @@ def test_train_and_predict_commands(cache, tmp_path, capsys):
 
     registry = tmp_path / "models"
     args = ["train", str(cache.path), str(registry), "--name", "birds", "--epochs", "2", "--model-arg", "width=4",
-            "--device", "cpu", "--amp", "off", "--log", str(tmp_path / "run.jsonl")]
+            "--device", "cpu", "--amp", "off", "--experiment-log", str(tmp_path / "run.jsonl")]
     assert main(args) == 0
     out = capsys.readouterr().out
     assert "epoch   2" in out and "registered birds v1" in out

@@ -203,10 +203,10 @@ def test_resume_with_more_epochs_continues_the_schedule_and_records_it(small_cac
     from chirpid_io.trainers.loop import cosine_factor
 
     checkpoints, models = tmp_path / "ckpt", tmp_path / "models"
-    assert run_cli("train", small_cache, models, *TRAIN_CONFIG, "--checkpoint-dir", checkpoints, "--log",
+    assert run_cli("train", small_cache, models, *TRAIN_CONFIG, "--checkpoint-dir", checkpoints, "--experiment-log",
                    tmp_path / "a.jsonl").returncode == 0
     longer = [a if a != "2" else "4" for a in TRAIN_CONFIG]  # --epochs 4
-    result = run_cli("train", small_cache, models, *longer, "--checkpoint-dir", checkpoints, "--resume", "--log",
+    result = run_cli("train", small_cache, models, *longer, "--checkpoint-dir", checkpoints, "--resume", "--experiment-log",
                      tmp_path / "b.jsonl")
     assert result.returncode == 0, result.stderr
     epochs = [r for r in read_log(tmp_path / "b.jsonl") if r["event"] == "epoch"]

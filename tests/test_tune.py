@@ -394,7 +394,7 @@ def test_train_command_writes_tensorboard_and_its_report(small_cache, tmp_path):
 
     log = tmp_path / "run.jsonl"
     assert main(["train", str(small_cache.path), str(tmp_path / "models"), "--epochs", "2", "--model-arg", "width=4",
-                 "--device", "cpu", "--amp", "off", "--group", GROUP, "--log", str(log),
+                 "--device", "cpu", "--amp", "off", "--group", GROUP, "--experiment-log", str(log),
                  "--tensorboard", str(tmp_path / "tb")]) == 0
     events = event_accumulator.EventAccumulator(str(tmp_path / "tb"))
     events.Reload()

@@ -52,6 +52,7 @@ def make_loader(
     world_size: int = 1,
     targets: str = "single",
     secondary_weight: float = 1.0,
+    split: str = "contiguous",
 ) -> SpectrogramLoader:
     """A loader over ``cache`` (or its path) yielding ``(x, y)`` on ``device``.
 
@@ -73,9 +74,12 @@ def make_loader(
     thread of this process; ``num_workers`` > 0 in that many persistent DataLoader worker
     processes. ``prefetch`` is the number of batches read ahead (at least one per
     worker). ``seed`` fixes the order and the augmentation for each epoch;
-    ``rank``/``world_size`` give each distributed process an equal share (see
-    :class:`ChunkShuffleSampler`: when ``world_size`` does not divide the windows, a few
-    are served twice, as with torch's ``DistributedSampler``).
+    ``rank``/``world_size`` give each distributed process a share of every epoch (see
+    :class:`ChunkShuffleSampler`): ``split="contiguous"`` equal contiguous parts (a few
+    windows twice when ``world_size`` does not divide them, as with torch's
+    ``DistributedSampler``); ``split="batches"``: ``batch_size`` is the global batch and
+    each rank yields its ``batch_size // world_size`` windows of every one (distributed
+    training); ``split="disjoint"``: no window twice (distributed evaluation).
 
     ``len(loader)`` is the number of batches. The epoch advances by one after each full
     pass, or is set with ``set_epoch``; ``state_dict``/``load_state_dict`` resume
@@ -98,8 +102,10 @@ def make_loader(
                                  secondary_weight=secondary_weight)
     sampler = ChunkShuffleSampler(
         dataset, dataset.cache.chunk_windows, shuffle=shuffle, seed=seed, rank=rank,
-        world_size=world_size, drop_last=drop_last,
+        world_size=world_size, drop_last=drop_last, split=split, batch_size=batch_size,
     )
+    if split == "batches":
+        batch_size //= world_size  # this rank's share of each global batch
     if drop_last and sampler.per_rank < batch_size:
         raise ConfigError(
             f"a loader of {sampler.per_rank} windows{' per rank' if world_size > 1 else ''} with batch_size "

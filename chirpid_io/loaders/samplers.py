@@ -16,6 +16,10 @@ import numpy as np
 from ..errors import ConfigError
 
 
+#: How an epoch is shared between distributed ranks (see :class:`ChunkShuffleSampler`).
+SPLITS = ("contiguous", "batches", "disjoint")
+
+
 class ChunkShuffleSampler:
     """Positions ``0 .. n-1`` of a dataset, chunk-aware shuffled, for one distributed rank.
 
@@ -34,6 +38,12 @@ class ChunkShuffleSampler:
     ``DistributedSampler``); ``drop_last=True`` drops the tail instead (a few items are not
     seen this epoch; a different few each shuffled epoch).
 
+    ``split="batches"`` (distributed training, with the global ``batch_size``): rank ``r``
+    takes its slice of each global batch of the epoch's order, so the ranks together step
+    through exactly the single-process batches (the last one padded by wrapping to equal
+    shares). ``split="disjoint"`` (distributed evaluation): contiguous parts without any
+    window twice, sizes differing by at most one.
+
     ``state_dict()`` records the epoch and how many items this rank has consumed;
     after ``load_state_dict`` the next iteration continues exactly there.
     """
@@ -49,6 +59,8 @@ class ChunkShuffleSampler:
         rank: int = 0,
         world_size: int = 1,
         drop_last: bool = False,
+        split: str = "contiguous",
+        batch_size: int | None = None,
     ):
         if isinstance(n_or_dataset, (int, np.integer)):
             window_of = np.arange(int(n_or_dataset), dtype=np.int64)
@@ -58,6 +70,12 @@ class ChunkShuffleSampler:
             raise ConfigError(f"chunk_windows ({chunk_windows}) and pool_chunks ({pool_chunks}) must be positive")
         if world_size <= 0 or not 0 <= rank < world_size:
             raise ConfigError(f"need 0 <= rank < world_size, got rank={rank}, world_size={world_size}")
+        if split not in SPLITS:
+            raise ConfigError(f"split must be one of {', '.join(SPLITS)}, got {split!r}")
+        if split == "batches" and (batch_size is None or batch_size % world_size):
+            raise ConfigError(f"split='batches' needs a global batch size divisible by world_size ({world_size}), "
+                              f"got {batch_size}")
+        self.split, self.global_batch = split, batch_size
         self.n = len(window_of)
         self.shuffle = shuffle
         self.pool_chunks = pool_chunks
@@ -73,7 +91,12 @@ class ChunkShuffleSampler:
         by_chunk = np.argsort(chunk_of, kind="stable")
         bounds = np.flatnonzero(np.diff(chunk_of[by_chunk])) + 1
         self._chunks = np.split(by_chunk, bounds) if self.n else []
-        if drop_last:
+        if split == "batches":
+            n_batches = self.n // batch_size if drop_last else -(-self.n // batch_size)
+            self.per_rank = n_batches * (batch_size // world_size)
+        elif split == "disjoint":
+            self.per_rank = len(self._disjoint(np.arange(self.n)))
+        elif drop_last:
             self.per_rank = self.n // world_size
         else:
             self.per_rank = -(-self.n // world_size)
@@ -96,10 +119,21 @@ class ChunkShuffleSampler:
                 pool = np.concatenate(chunks[start : start + self.pool_chunks])
                 pools.append(pool[rng.permutation(len(pool))])
             order = np.concatenate(pools) if pools else np.empty(0, dtype=np.int64)
+        if self.split == "disjoint":
+            return self._disjoint(order)
         total = self.per_rank * self.world_size
         if total > self.n:  # pad by wrapping (possibly more than once for tiny n)
             order = np.resize(order, total)
+        if self.split == "batches":  # rank r: its slice of every global batch
+            share = self.global_batch // self.world_size
+            return order[:total].reshape(-1, self.world_size, share)[:, self.rank].reshape(-1)
         return order[self.rank * self.per_rank : (self.rank + 1) * self.per_rank]
+
+    def _disjoint(self, order: np.ndarray) -> np.ndarray:
+        """Rank r's contiguous part of ``order``, parts of sizes differing by at most one
+        and never repeating a window (for evaluation: every window scored once)."""
+        bounds = np.linspace(0, len(order), self.world_size + 1).round().astype(int)
+        return order[bounds[self.rank] : bounds[self.rank + 1]]
 
     def __iter__(self):
         order = self.order()

@@ -42,7 +42,9 @@ def add_train_parser(subparsers) -> argparse.ArgumentParser:
     add_fields(p.add_argument_group("augmentation of training batches (Augment)"), Augment,
                flags={"p": "mask_probability"})
     extra = p.add_argument_group("logging")
-    extra.add_argument("--log", help="JSON-lines experiment log (default: REGISTRY/runs/NAME-<time>.jsonl)")
+    extra.add_argument("--experiment-log", dest="log", metavar="FILE",
+                       help="JSON-lines experiment log (default: REGISTRY/runs/NAME-<time>.jsonl; not --log, which "
+                            "torchrun would take for its own --log-dir)")
     extra.add_argument("--mlflow", action="store_true", help="also log to MLflow, when it is installed (default: off)")
     extra.add_argument("--tensorboard", metavar="DIR", help="also write TensorBoard event files to DIR, to watch the "
                                                             "run live (needs: pip install tensorboard; default: none)")
@@ -102,9 +104,15 @@ def train_command(args) -> int:
     spec = RunSpec(**given(args, RunSpec), model_kwargs=parse_key_values(args.model_arg, "--model-arg"))
     config = TrainConfig(**given(args, TrainConfig))
     augment = Augment(**given(args, Augment))
-    train(args.cache, args.registry, config, spec, augment, log_path=args.log, mlflow=args.mlflow,
-          tensorboard=args.tensorboard, report=not args.no_report, echo=lambda line: print(line, flush=True),
-          progress=False if args.no_progress else None)
+    try:
+        train(args.cache, args.registry, config, spec, augment, log_path=args.log, mlflow=args.mlflow,
+              tensorboard=args.tensorboard, report=not args.no_report, echo=lambda line: print(line, flush=True),
+              progress=False if args.no_progress else None)
+    finally:
+        import torch.distributed as dist
+
+        if dist.is_available() and dist.is_initialized():  # joined under torchrun: leave it cleanly
+            dist.destroy_process_group()
     return 0
 
 

@@ -39,7 +39,7 @@ class CVResult:
 def cross_validate(cache, model_fn: Callable[[int], object], config: TrainConfig, *, k: int = 4,
                    group: str = "group", parallel: int = 1, batch_size: int = 64, seed: int = 0,
                    augment=None, device=None, log: Callable[[dict], None] | None = None,
-                   secondary_weight: float = 1.0) -> CVResult:
+                   secondary_weight: float = 1.0, fold_ids=None) -> CVResult:
     """Train and validate ``k`` grouped folds of ``cache`` (an open Cache or its path).
 
     ``model_fn(n_classes)`` builds a fresh model (called after seeding torch with
@@ -47,7 +47,8 @@ def cross_validate(cache, model_fn: Callable[[int], object], config: TrainConfig
     folds at once in spawned processes, dividing the CPU threads between them (for CPU
     training; on one GPU, folds in sequence are usually as fast). ``model_fn`` must then be
     picklable (a module-level function or a class). ``log`` receives each epoch record
-    with a ``fold`` key added (in sequence only).
+    with a ``fold`` key added (in sequence only). ``fold_ids``: train only these folds
+    (e.g. one rank's share under torchrun); the result then covers them alone.
     """
     from ..cache import Cache, open_cache
     from ..loaders import group_kfold
@@ -57,7 +58,7 @@ def cross_validate(cache, model_fn: Callable[[int], object], config: TrainConfig
     jobs = [dict(cache_path=str(cache.path), fold=i, train_idx=tr, val_idx=va, model_fn=model_fn,
                  config=config, batch_size=batch_size, seed=seed, augment=augment, device=device,
                  secondary_weight=secondary_weight)
-            for i, (tr, va) in enumerate(folds)]
+            for i, (tr, va) in enumerate(folds) if fold_ids is None or i in fold_ids]
     if parallel <= 1:
         results = [_run_fold(**job, log=log) for job in jobs]
     else:

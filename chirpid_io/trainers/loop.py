@@ -194,6 +194,13 @@ class _Meter:
     def count(self) -> int:
         return int(self.confusion.sum().item())
 
+    def reduce(self) -> None:
+        """Sum over the ranks of a distributed run."""
+        from .distributed import all_reduce_sum
+
+        all_reduce_sum(self.loss)
+        all_reduce_sum(self.confusion)
+
     def result(self, prefix: str) -> tuple[dict, np.ndarray, dict]:
         confusion = self.confusion.view(self.n, self.n).cpu().numpy()  # the epoch's one sync
         loss = float(self.loss.item()) / max(int(confusion.sum()), 1)
@@ -219,6 +226,15 @@ class _MultiMeter:
     @property
     def count(self) -> int:
         return sum(len(t) for t in self.targets)
+
+    def reduce(self) -> None:
+        """Every rank's windows, on every rank, of a distributed run."""
+        from .distributed import all_reduce_sum, gather_rows
+
+        all_reduce_sum(self.loss)
+        probabilities = torch.cat(self.probabilities) if self.probabilities else torch.zeros((0, self.n))
+        targets = torch.cat(self.targets).float() if self.targets else torch.zeros((0, self.n))
+        self.probabilities, self.targets = [gather_rows(probabilities)], [gather_rows(targets)]
 
     def result(self, prefix: str) -> tuple[dict, None, dict]:
         if not self.targets:
@@ -265,7 +281,7 @@ class FocalLoss(nn.Module):
 # -- the loop -------------------------------------------------------------------------
 def fit(model: nn.Module, train_loader: Iterable, val_loader: Iterable | None, config: TrainConfig,
         *, log: Callable[[dict], None] | None = None, run: dict | None = None,
-        progress: bool | None = None) -> FitResult:
+        progress: bool | None = None, distributed=None) -> FitResult:
     """Train ``model`` on ``train_loader``, validating on ``val_loader`` after each epoch.
 
     Targets are int64 class indices, or (B, n_classes) probabilities (mixup).
@@ -282,7 +298,9 @@ def fit(model: nn.Module, train_loader: Iterable, val_loader: Iterable | None, c
     ``RESUMABLE_CHANGES``) is refused on resume. ``progress``: a bar over each epoch's
     batches (None: only on a terminal).
     """
-    device = torch.device(config.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    device = torch.device(distributed.device if distributed is not None else
+                          config.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    main = distributed is None or distributed.main
     _seed_everything(config.seed)
     amp_dtype = resolve_amp(config.amp, device)
     scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16)
@@ -294,6 +312,14 @@ def fit(model: nn.Module, train_loader: Iterable, val_loader: Iterable | None, c
     optimizer = _optimizer(model, config)
     scheduler = _scheduler(optimizer, config, train_loader)
     step = torch.compile(model) if config.compile else model
+    if distributed is not None:
+        if device.type == "cuda":
+            model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
+            step = torch.compile(model) if config.compile else model
+        # the wrapper trains; evaluation uses the module itself (no collective per batch)
+        step = nn.parallel.DistributedDataParallel(step, device_ids=[device.index] if device.type == "cuda" else None)
+        optimizer = _optimizer(model, config)
+        scheduler = _scheduler(optimizer, config, train_loader)
 
     state = {"epoch": 0, "history": [], "best": {}, "best_epoch": 0, "best_state": None,
              "best_confusion": None, "best_per_class": None, "bad_epochs": 0}
@@ -316,14 +342,18 @@ def fit(model: nn.Module, train_loader: Iterable, val_loader: Iterable | None, c
                                  scheduler=scheduler if config.schedule == "onecycle" else None,
                                  progress=progress, desc=f"epoch {epoch}/{config.epochs}")
         record = {"epoch": epoch, "lr": optimizer.param_groups[0]["lr"]}
+        if distributed is not None:
+            train_meter.reduce()
         metrics, _, _ = train_meter.result("train")  # waits for the device: the timing is honest
         train_seconds = time.perf_counter() - started
         record.update(metrics)
         confusion = per_class = None
         if val_loader is not None:
             with torch.no_grad():
-                val_meter = _run_epoch(step, val_loader, plain, device, amp_dtype, meter(n_classes, device, config),
+                val_meter = _run_epoch(model, val_loader, plain, device, amp_dtype, meter(n_classes, device, config),
                                        config)
+            if distributed is not None:
+                val_meter.reduce()
             metrics, confusion, per_class = val_meter.result("val")
             record.update(metrics)
         seconds = time.perf_counter() - started
@@ -349,9 +379,13 @@ def fit(model: nn.Module, train_loader: Iterable, val_loader: Iterable | None, c
             state["best_epoch"], state["best_confusion"], state["best_per_class"] = epoch, confusion, per_class
         state["bad_epochs"] = 0 if improved else state["bad_epochs"] + 1
         state["epoch"] = epoch
-        if ckpt_path is not None:
+        if ckpt_path is not None and main:
             _save_checkpoint(ckpt_path, model, optimizer, scheduler, scaler, state, config, run)
-        if log is not None:
+        if distributed is not None:
+            from .distributed import barrier
+
+            barrier()  # every rank goes on once this epoch's checkpoint is on disk
+        if log is not None and main:
             log(record)
         if config.patience is not None and state["bad_epochs"] >= config.patience:
             best_at = {m: next(r["epoch"] for r in state["history"] if r.get(m) == state["best"].get(m))

@@ -66,6 +66,11 @@ def train(cache, registry, config=None, spec: RunSpec | None = None, augment=Non
     ``echo`` receives one line per epoch and the run's notes (warnings go to stderr).
     ``tensorboard``: also write TensorBoard event files to that folder. ``report``: write
     the run's HTML report and PNG plots beside its log at the end.
+
+    Under torchrun (``RANK``/``WORLD_SIZE`` set) every rank calls this: the model trains as
+    DistributedDataParallel, each rank reading its share of every batch; cross-validation
+    folds go to the ranks in turn. Only rank 0 logs, reports and registers; the others
+    return with ``version=None``. See ``trainers/distributed.py``.
     """
     import torch
 
@@ -78,11 +83,17 @@ def train(cache, registry, config=None, spec: RunSpec | None = None, augment=Non
     from .models import build_model
     from .registry import ModelRegistry
 
+    from .distributed import barrier, from_env, gather_objects
+
     config = config or TrainConfig()
     spec = spec or RunSpec()
+    dist = from_env(config.device)
+    main = dist is None or dist.main
+    if not main:
+        echo = _quiet
     cache = cache if isinstance(cache, Cache) else open_cache(cache)
     name = spec.name or Path(cache.path).resolve().name
-    device = config.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    device = dist.device if dist is not None else config.device or ("cuda" if torch.cuda.is_available() else "cpu")
     if config.device != device:
         import dataclasses
 
@@ -91,16 +102,25 @@ def train(cache, registry, config=None, spec: RunSpec | None = None, augment=Non
     model_fn = functools.partial(build_model, spec.model, **spec.model_kwargs)
     model_fn(len(cache.class_names))  # a wrong model argument fails now, before any epoch
     log_path = Path(log_path) if log_path else Path(registry) / "runs" / f"{name}-{time.strftime('%Y%m%d-%H%M%S')}.jsonl"
-    echo(f"training {spec.model} on {shown(cache.path)} ({device}); log: {shown(log_path)}")
+    echo(f"training {spec.model} on {shown(cache.path)} ({device}"
+         + (f", {dist.world_size} processes" if dist is not None else "") + f"); log: {shown(log_path)}")
     settings = {**config.to_dict(), **{k: v for k, v in asdict(spec).items()}, "cache": str(cache.path),
                 "fingerprint": cache.fingerprint, "augment": None if augment is None else asdict(augment)}
-    with ExperimentLog(log_path, run_name=name, mlflow=mlflow, echo=echo, tensorboard=tensorboard) as log:
+    logger = ExperimentLog(log_path, run_name=name, mlflow=mlflow, echo=echo, tensorboard=tensorboard) if main \
+        else _NoLog()
+    with logger as log:
         log.start(settings, device=device)
         if spec.folds:
             progress_log = None if spec.parallel > 1 else (lambda r: echo(f"fold {r['fold']}  " + format_epoch(r)))
+            mine = None if dist is None else list(range(dist.rank, spec.folds, dist.world_size))
             result = cross_validate(cache, model_fn, config, k=spec.folds, group=spec.group, parallel=spec.parallel,
                                     batch_size=spec.batch_size, seed=config.seed, augment=augment, device=device,
-                                    log=progress_log, secondary_weight=spec.secondary_weight)
+                                    log=progress_log, secondary_weight=spec.secondary_weight, fold_ids=mine)
+            if dist is not None:  # one fold per rank in turn: everyone's folds, summarised alike
+                from .crossval import summarise
+
+                folds = sorted((f for part in gather_objects(result.folds) for f in part), key=lambda f: f["fold"])
+                result = summarise(folds, cache.class_names)
             shown_metrics = [m for m in ("val_loss", "val_accuracy", "val_roc_auc", "val_cmap", "val_macro_f1")
                              if m in result.mean]
             for fold in result.folds:
@@ -115,28 +135,28 @@ def train(cache, registry, config=None, spec: RunSpec | None = None, augment=Non
             metrics = {"mean": result.mean, "std": result.std, "pooled": result.pooled}
             log.end({**metrics, "confusion": result.confusion, "class_names": list(cache.class_names),
                      "folds": [{k: v for k, v in f.items() if k != "confusion"} for f in result.folds]})
-            _write_report(report, log_path, cache, echo)  # every line of the log is flushed already
+            if main:
+                _write_report(report, log_path, cache, echo)  # every line of the log is flushed already
             return TrainOutcome(result, metrics, name, None, log_path)
 
         train_idx, val_idx = group_split(cache, spec.val_fraction, group=spec.group, seed=config.seed)
         for warning in split_warnings(cache, train_idx, val_idx):
             print(f"warning: {warning}", file=sys.stderr, flush=True)
-        targets = {"targets": config.task, "secondary_weight": spec.secondary_weight}
-        train_loader = make_loader(cache, spec.batch_size, indices=train_idx, device=device, augment=augment,
-                                   seed=config.seed, num_workers=spec.workers, **targets)
-        val_loader = make_loader(cache, spec.batch_size, indices=val_idx, shuffle=False, device=device,
-                                 num_workers=spec.workers, **targets)
+        train_loader, val_loader = training_loaders(cache, spec, config, augment, train_idx, val_idx, dist, device)
         torch.manual_seed(config.seed)
         model = model_fn(len(cache.class_names))
         run = {"cache_id": cache.cache_id, "fingerprint": cache.fingerprint, "model": spec.model,
                "model_kwargs": dict(spec.model_kwargs), "batch_size": spec.batch_size, "n_train": int(len(train_idx)),
                "n_val": int(len(val_idx)), "augment": None if augment is None else asdict(augment),
                "secondary_weight": spec.secondary_weight}
-        result = fit(model, train_loader, val_loader, config, log=log, run=run, progress=progress)
+        result = fit(model, train_loader, val_loader, config, log=log, run=run, progress=progress, distributed=dist)
         if result.stop_reason:
             echo(result.stop_reason)
         metrics = {**{k: v for k, v in result.best_metrics.items() if isinstance(v, (int, float))},
                    "best_epoch": result.best_epoch, "n_train": int(len(train_idx)), "n_val": int(len(val_idx))}
+        if not main:
+            barrier()  # rank 0 registers
+            return TrainOutcome(result, metrics, name, None, log_path)
         version = ModelRegistry(registry).save(
             result.model, name, cache=cache, metrics=metrics,
             extra={"task": config.task, "train_config": config.to_dict(), "run": run, "log": str(log_path),
@@ -146,12 +166,52 @@ def train(cache, registry, config=None, spec: RunSpec | None = None, augment=Non
         )
         log.end({**metrics, "registered": f"{name} v{version}", "confusion": result.confusion,
                  "per_class": result.per_class, "stopped_early": result.stopped_early,
-                 "stop_reason": result.stop_reason, "class_names": list(cache.class_names)})
+                 "stop_reason": result.stop_reason, "class_names": list(cache.class_names),
+                 "processes": 1 if dist is None else dist.world_size})
     _write_report(report, log_path, cache, echo)
+    if dist is not None:
+        barrier()
     scores = ", ".join(f"{k} {metrics[k]:.4f}" for k in ("val_accuracy", "val_roc_auc", "val_cmap", "val_macro_f1")
                        if k in metrics)
     echo(f"best epoch {result.best_epoch}: {scores}; registered {name} v{version} in {shown(registry)}")
     return TrainOutcome(result, metrics, name, version, log_path)
+
+
+def training_loaders(cache, spec: RunSpec, config, augment, train_idx, val_idx, dist=None, device=None):
+    """The run's (training, validation) loaders: under torchrun each rank reads its share
+    of every global batch, and validation windows are split without repeats."""
+    from ..loaders import make_loader
+
+    targets = {"targets": config.task, "secondary_weight": spec.secondary_weight}
+    ranks = {} if dist is None else {"rank": dist.rank, "world_size": dist.world_size}
+    train = make_loader(cache, spec.batch_size, indices=train_idx, device=device, augment=augment, seed=config.seed,
+                        num_workers=spec.workers, split="batches" if ranks else "contiguous", **ranks, **targets)
+    val = make_loader(cache, spec.batch_size, indices=val_idx, shuffle=False, device=device, num_workers=spec.workers,
+                      split="disjoint", **ranks, **targets)
+    return train, val
+
+
+def _quiet(line: str) -> None:
+    """Ranks other than 0 print nothing."""
+
+
+class _NoLog:
+    """The experiment log of a rank other than 0: it writes nothing."""
+
+    def start(self, *args, **kwargs) -> None:
+        pass
+
+    def __call__(self, record: dict) -> None:
+        pass
+
+    def end(self, result: dict) -> None:
+        pass
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        pass
 
 
 def _write_report(wanted: bool, log_path: Path, cache, echo) -> None:
