@@ -19,6 +19,8 @@ EPILOG = """examples:
   chirpid-io build-cache recordings/ my-cache        # one sub-folder per class
   chirpid-io build-cache train_metadata.csv my-cache --audio-root train_audio/ --preset birdclef
   chirpid-io build-cache table.csv my-cache --path-column file --label-column species
+  chirpid-io build-cache recordings/ parts --part 0/2 & chirpid-io build-cache recordings/ parts --part 1/2
+  chirpid-io merge-cache my-cache parts/part-*
   chirpid-io inspect my-cache --recipe > recipe.toml
   chirpid-io verify my-cache
   chirpid-io train my-cache models/ --epochs 30
@@ -41,6 +43,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"chirpid-io {__version__}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", title="commands")
     _add_build(commands)
+    _add_merge(commands)
     _add_inspect(commands)
     _add_verify(commands)
     from .trainers.cli import add_predict_parser, add_train_parser
@@ -109,6 +112,10 @@ def _add_build(commands) -> None:
     run.add_argument("--max-per-class", type=int, help="at most this many windows per class, filled recording by "
                                                        "recording (default: no cap)")
     run.add_argument("--batch-size", type=int, default=32, help="windows per kernel call (default: 32)")
+    run.add_argument("--part", metavar="I/N",
+                     help="build part I of N (0-based) into OUT/part-III-of-NNN, the recordings whose path hashes "
+                          "to it; join the parts with merge-cache (default: the whole input; under torchrun "
+                          "RANK/WORLD_SIZE, in a SLURM array SLURM_ARRAY_TASK_ID/SLURM_ARRAY_TASK_COUNT)")
     run.add_argument("--overwrite", action="store_true",
                      help="replace an existing cache at OUT: the new one is built beside it and swapped in only "
                           "once complete (default: resume or extend OUT)")
@@ -157,6 +164,7 @@ def _run_build(args) -> int:
     else:
         source, out = args.paths
     config, storage = recipe_from_args(args, samples=args.samples)
+    part = _part(args.part)
     roles = {role: getattr(args, f"{role}_column") for role in ("path", "label", "group", "labels")}
     columns = None
     if any(roles.values()):
@@ -167,13 +175,51 @@ def _run_build(args) -> int:
             source, out, config, backend=args.backend, device=args.device, workers=args.workers,
             max_per_class=args.max_per_class, batch_size=args.batch_size, storage=storage, audio_root=args.audio_root,
             class_map=args.class_map, columns=columns, kind=args.input_kind,
-            allow_outside_root=args.allow_outside_root, overwrite=args.overwrite,
+            allow_outside_root=args.allow_outside_root, overwrite=args.overwrite, part=part,
             progress=False if args.no_progress else None,
         )
     except BuildError as exc:
         if exc.report is not None:
             print("\n".join(exc.report.lines()))
         raise
+    print("\n".join(report.lines()))
+    return 0
+
+
+def _part(text: str | None) -> tuple[int, int] | None:
+    from .cache.build import part_from_env
+    from .errors import ConfigError
+
+    if text is None:
+        return part_from_env()
+    i, sep, n = text.partition("/")
+    try:
+        part = (int(i), int(n))
+    except ValueError:
+        part = None
+    if not sep or part is None or not 0 <= part[0] < part[1]:
+        raise ConfigError(f"--part {text!r}: give I/N with 0 <= I < N, e.g. --part 0/4")
+    return part
+
+
+def _add_merge(commands) -> None:
+    p = commands.add_parser(
+        "merge-cache", help="join the parts of a sharded build into one cache",
+        description="Merge the part caches of `build-cache --part I/N` into OUT without recomputing anything: the "
+                    "recordings in the order of the whole input, stored windows copied as they are, tables and "
+                    "per-band statistics exactly those of a single build of the same input. Crash-safe: run the "
+                    "same command again after a kill.")
+    p.add_argument("out", metavar="OUT", help="the merged cache (new, or a merge to resume)")
+    p.add_argument("parts", nargs="+", metavar="PART", help="the part folders (e.g. parts/part-*)")
+    p.add_argument("--no-progress", action="store_true",
+                   help="no progress bar (default: a bar on a terminal, none otherwise)")
+    p.set_defaults(run=_run_merge)
+
+
+def _run_merge(args) -> int:
+    from .cache.merge import merge_cache
+
+    report = merge_cache(args.out, args.parts, progress=False if args.no_progress else None)
     print("\n".join(report.lines()))
     return 0
 

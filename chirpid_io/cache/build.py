@@ -8,20 +8,21 @@ kernel, and the writer stores them shard by shard.
 
 from __future__ import annotations
 
+import hashlib
 import itertools
 import os
 import shutil
 import time
 from collections import Counter, deque
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Iterator
 
 import numpy as np
 
 from ..config import SpectrogramConfig
-from ..errors import BuildError, CacheError
+from ..errors import BuildError, CacheError, ConfigError
 from ..manifest import Recording, discover
 from ..text import shown
 from . import format as fmt
@@ -90,6 +91,7 @@ def build_cache(
     kind: str | None = None,
     allow_outside_root: bool = False,
     overwrite: bool = False,
+    part: tuple[int, int] | None = None,
     progress: bool | None = None,
 ) -> BuildReport:
     """Build (or finish, or extend) the cache at ``out`` from ``source``.
@@ -106,6 +108,11 @@ def build_cache(
     "cuda", "cuda:1"... (default: CUDA when available). ``workers``: decoding threads
     (default: CPU count, 0 decodes inline).
 
+    ``part=(i, n)``: build part ``i`` of ``n`` (0-based) into ``out/part-III-of-NNN``, a
+    normal resumable cache of the recordings whose path hashes to it (a stable SHA-256 of
+    the relative path: parts never overlap, and the same input always splits the same
+    way); ``merge-cache`` joins the parts into what one build would have made.
+
     Raises BuildError when no recording gives a window (the message says why and what to
     change), CacheError for a damaged or locked cache, ManifestError for a bad input.
     """
@@ -113,6 +120,18 @@ def build_cache(
     config = config or SpectrogramConfig()
     manifest = discover(source, audio_root=audio_root, class_map=class_map, columns=columns, kind=kind,
                         allow_outside_root=allow_outside_root)
+    recordings = [replace(r, index=i) for i, r in enumerate(manifest.recordings)]
+    if part is not None:
+        i, n = part
+        if not (isinstance(i, int) and isinstance(n, int) and 0 <= i < n):
+            raise ConfigError(f"part must be (I, N) with 0 <= I < N, got {part!r}")
+        if max_per_class is not None:
+            raise ConfigError("--max-per-class needs every recording of a class in one process; it cannot be used "
+                              "with --part (build in one process, or cap the merged cache's loader instead)")
+        recordings = [r for r in recordings if part_of(r.relpath, n) == i]
+        out = Path(out) / f"part-{i:03d}-of-{n:03d}"
+        if device is None and "LOCAL_RANK" in os.environ:
+            device = f"cuda:{os.environ['LOCAL_RANK']}" if _cuda() else None
     device = _default_device(device)
     from ..kernels import resolve_backend
 
@@ -124,9 +143,9 @@ def build_cache(
     with CacheWriter(target, config, storage) as writer:
         report.notes += writer.notes
         done = writer.committed_paths()
-        todo = [r for r in manifest.recordings if r.relpath not in done]
-        report.recordings_seen = len(manifest.recordings)
-        report.recordings_already_cached = len(manifest.recordings) - len(todo)
+        todo = [r for r in recordings if r.relpath not in done]
+        report.recordings_seen = len(recordings)
+        report.recordings_already_cached = len(recordings) - len(todo)
         writer.register_classes(manifest.class_names)
         if manifest.kind == "legacy_png":
             import_legacy(manifest.legacy, todo, writer, report, progress)
@@ -137,7 +156,8 @@ def build_cache(
         if writer.n_windows == 0:
             raise BuildError(_why_empty(writer.recordings, config), report)
         if writer.changed or not writer.complete:  # a finished, unchanged cache is left alone
-            writer.finish({"backend": backend, "device": device, "source": shown(source)})
+            writer.finish({"backend": backend, "device": device, "source": shown(source),
+                           **({"part": list(part)} if part is not None else {})})
         report.windows_total = writer.n_committed
     if target != out:
         _replace(out, target)
@@ -145,6 +165,27 @@ def build_cache(
     report.seconds = time.perf_counter() - started
     report.bytes_on_disk = sum(p.stat().st_size for p in out.rglob("*") if p.is_file() and not p.is_symlink())
     return report
+
+
+def part_of(relpath: str, n: int) -> int:
+    """The part (of ``n``) a recording belongs to: a stable hash of its relative path."""
+    return int.from_bytes(hashlib.sha256(relpath.encode("utf-8", "surrogateescape")).digest()[:8], "big") % n
+
+
+def part_from_env() -> tuple[int, int] | None:
+    """(I, N) from torchrun's RANK/WORLD_SIZE or a SLURM array's task id and count."""
+    if "RANK" in os.environ and "WORLD_SIZE" in os.environ:
+        return int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])
+    if "SLURM_ARRAY_TASK_ID" in os.environ and "SLURM_ARRAY_TASK_COUNT" in os.environ:
+        first = int(os.environ.get("SLURM_ARRAY_TASK_MIN", "0"))
+        return int(os.environ["SLURM_ARRAY_TASK_ID"]) - first, int(os.environ["SLURM_ARRAY_TASK_COUNT"])
+    return None
+
+
+def _cuda() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
 
 
 def _default_device(device: str | None) -> str:
@@ -265,7 +306,8 @@ def _store_stream(rec: Recording, decoded: Decoded, writer: CacheWriter, config,
     from ..errors import AudioDecodeError
     from ..kernels import mel_spectrogram, to_storage
 
-    row = {"path": rec.relpath, "class_name": rec.label, "group": rec.group, "source": dict(rec.source)}
+    row = {"path": rec.relpath, "class_name": rec.label, "group": rec.group, "manifest_index": rec.index,
+           "source": dict(rec.source)}
     duration = decoded.info.get("duration_seconds") or 0.0
     moved, added, dropped = 0.0, 0, 0
     writer.start_recording(row, rec.secondary)
@@ -330,7 +372,8 @@ def _store(batch, writer: CacheWriter, config, report, backend, device) -> None:
         images = images.cpu().numpy()
     offset = 0
     for rec, decoded in batch:
-        row = {"path": rec.relpath, "class_name": rec.label, "group": rec.group, **decoded.info,
+        row = {"path": rec.relpath, "class_name": rec.label, "group": rec.group, "manifest_index": rec.index,
+               **decoded.info,
                "source": dict(rec.source)}
         cut = decoded.windows
         n = 0 if cut is None else len(cut.samples)

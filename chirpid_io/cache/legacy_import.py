@@ -31,7 +31,8 @@ def import_legacy(legacy: LegacySet, todo, writer, report, progress=None) -> Non
     bar = tqdm(todo, unit="rec", desc="import", disable=None if progress is None else not progress)
     for recording in bar:
         old = by_path[recording.relpath]
-        row = {"path": old.relpath, "class_name": legacy.class_names[old.class_id], "group": old.author}
+        row = {"path": old.relpath, "class_name": legacy.class_names[old.class_id], "group": old.author,
+               "manifest_index": recording.index}
         if not old.rows:
             writer.add_recording({**row, "status": "skipped", "reason": "the old set holds no window of it"})
             report.skipped.append((old.relpath, "the old set holds no window of it"))

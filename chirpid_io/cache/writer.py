@@ -41,7 +41,7 @@ from .vectors import read_table, read_vector, write_table, write_vector
 #: Columns of recordings.parquet the builder and the writer fill in; an input's own column
 #: of the same name is kept as ``source_<name>``. The input's other columns (``source``) go
 #: to both tables: on every window of the recording too.
-BASE_COLUMNS = ("path", "class_name", "group", "status", "reason", "duration_seconds", "sample_rate", "channels",
+BASE_COLUMNS = ("path", "class_name", "group", "manifest_index", "status", "reason", "duration_seconds", "sample_rate", "channels",
                 "size_bytes", "content_hash", "recording_id", "label", "first_window", "n_windows", "labels",
                 "png_files", "source")
 

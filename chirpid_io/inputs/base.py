@@ -32,6 +32,7 @@ class Recording:
     secondary: tuple[str, ...] = ()
     source: Mapping[str, object] = field(default_factory=dict)
     problem: str = ""
+    index: int = -1  #: position in the whole input (what merged parts are ordered by)
 
 
 @dataclass
