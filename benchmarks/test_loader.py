@@ -31,7 +31,7 @@ BATCH = 42
 MIN_ITEMS = 500
 HOP_SECONDS = 0.125  # overlapping 5 s windows: many windows from a small corpus
 MAX_PER_CLASS = 120  # 4 pseudo-classes: at most 480 windows, whatever the corpus size
-WORKERS = (0, 2)
+WORKERS = (0, 1, 2)
 
 
 @pytest.fixture(scope="session")

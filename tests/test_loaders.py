@@ -453,6 +453,18 @@ def test_a_plain_dataloader_with_its_default_collate_reads_the_dataset(cache, st
     np.testing.assert_array_equal(torch.cat([y for _, y in batches]).numpy(), cache.labels)
 
 
+@pytest.mark.filterwarnings("ignore:This DataLoader will create")
+def test_cpu_workers_transform_in_shared_memory_to_the_same_batches(cache):
+    augment = Augment(gain_db=3.0, mixup_alpha=0.0)
+    here = list(make_loader(cache, 16, device="cpu", augment=augment, seed=5))
+    there = make_loader(cache, 16, device="cpu", augment=augment, seed=5, num_workers=2)
+    batches = list(there)
+    assert len(batches) == len(here)
+    for (x0, y0), (x1, y1) in zip(here, batches):
+        assert torch.equal(x0, x1) and torch.equal(y0, y1)
+        assert x1.is_shared()  # filled where it was allocated: nothing copied to hand it over
+
+
 def test_a_training_loader_with_no_batch_is_refused(cache):
     with pytest.raises(ConfigError, match="gives no batch at all. Fix: a smaller batch size, or drop_last=False"):
         make_loader(cache, len(cache) + 1, drop_last=True, device="cpu")

@@ -80,25 +80,39 @@ class SpectrogramDataset:
         batch = self.read_batch(positions)
         return list(zip(batch.specs, batch.labels.tolist()))
 
-    def read_batch(self, positions) -> HostBatch:
+    def read_batch(self, positions, out: np.ndarray | None = None) -> HostBatch:
         """The batch at dataset ``positions``, in that order, as one array (each chunk read
-        once): what :func:`make_loader` reads."""
+        once): what :func:`make_loader` reads; into ``out`` when given."""
         windows = self.indices[np.asarray(positions, dtype=np.int64)]
         cache = self._local_cache()
         labels = cache.multi_hot(windows, self.secondary_weight) if self.targets == "multilabel" else cache.labels[windows]
-        return HostBatch(cache.read(windows, residuals=self.residuals), labels)
+        return HostBatch(cache.read(windows, residuals=self.residuals, out=out), labels)
 
 
 class BatchReader:
-    """A dataset whose items are whole batches: ``reader[positions]`` is
-    ``dataset.read_batch(positions)``. Given to a DataLoader with ``batch_size=None`` and a
-    sampler of position lists, each worker reads whole batches with no per-item work."""
+    """A dataset whose items are whole batches, for DataLoader workers (``batch_size=None``,
+    a sampler of ``(epoch, batch number, positions)``): each batch is read straight into
+    tensors in shared memory, allocated once by the worker that fills them, so handing it
+    over copies nothing. With ``transform`` (a CPU loader's ``BatchTransform``) the worker
+    also turns it into model input, also in shared memory."""
 
-    def __init__(self, dataset: SpectrogramDataset):
+    def __init__(self, dataset: SpectrogramDataset, transform=None):
         self.dataset = dataset
+        self.transform = transform
 
-    def __getitem__(self, positions) -> HostBatch:
-        return self.dataset.read_batch(positions)
+    def __getitem__(self, item):
+        import torch
+
+        epoch, number, positions = item
+        cache = self.dataset._local_cache()
+        shape = (len(positions), *cache.config.shape)
+        specs = torch.empty(shape, dtype=getattr(torch, cache.config.storage_dtype)).share_memory_()
+        batch = self.dataset.read_batch(positions, out=specs.numpy())
+        labels = torch.from_numpy(np.ascontiguousarray(batch.labels)).share_memory_()
+        if self.transform is None:
+            return HostBatch(specs, labels)
+        x = torch.empty((shape[0], 1, *shape[1:]), dtype=torch.float32).share_memory_()
+        return self.transform(specs, labels, epoch, number, out=x)
 
     def __len__(self) -> int:
         return len(self.dataset)

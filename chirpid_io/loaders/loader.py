@@ -28,7 +28,7 @@ import numpy as np
 from ..cache import Cache
 from ..errors import ConfigError
 from .augment import Augment, apply_gain, apply_masks, apply_mixup, draw_plan
-from .dataset import BatchReader, HostBatch, SpectrogramDataset, collate
+from .dataset import BatchReader, HostBatch, SpectrogramDataset
 from .samplers import ChunkShuffleSampler
 from .transform import STD_FLOOR, ModelInput  # noqa: F401 - STD_FLOOR is part of this module's API
 
@@ -141,13 +141,10 @@ class SpectrogramLoader:
         self.value_scale = cache.value_scale
         self.n_classes = len(cache.class_names)
         stats = None if normalize is False or normalize is None else cache.stats if normalize is True else normalize
+        self.transform = BatchTransform(cache, stats, augment, seed, sampler.rank,
+                                        cache.delta_axes if dataset.residuals else ())
         #: stored values -> model input, the same object inference uses (train = serve)
-        self.model_input = ModelInput(stats, cache.value_scale, config.n_mels)
-        self._unscaled = ModelInput(stats, 1.0, config.n_mels)  # after gain, which acts on recipe values
-        if config.scaling == "minmax":  # gain: dB -> [0, 1] units, image range
-            self._gain = (1.0 / (config.top_db or 80.0), 0.0, 1.0)
-        else:
-            self._gain = (1.0, -(config.top_db or float("inf")), 0.0)
+        self.model_input = self.transform.model_input
         self._consumed = 0  # items of the current epoch handed to the caller
         self._dataloader = None
         self._cuda = self.device.type == "cuda"
@@ -185,9 +182,13 @@ class SpectrogramLoader:
         epoch, consumed = self.sampler.epoch, self.sampler.per_rank - len(self.sampler)
         self._consumed = consumed
         pending = None  # one batch ahead: its upload overlaps the caller's step
-        for batch in self._host_batches():
-            ready = self._upload(batch, epoch, consumed // self.batch_size)
-            consumed += len(batch.labels)
+        for batch in self._host_batches(epoch, consumed // self.batch_size):
+            if isinstance(batch, tuple) and not isinstance(batch, HostBatch):  # transformed by a worker
+                ready = (*batch, None)
+                consumed += len(batch[1])
+            else:
+                ready = self._upload(batch, epoch, consumed // self.batch_size)
+                consumed += len(batch.labels)
             if pending is not None:
                 yield self._hand_over(*pending)
             pending = (ready, consumed)
@@ -207,16 +208,19 @@ class SpectrogramLoader:
         self._consumed = consumed
         return x, y
 
-    def _host_batches(self):
-        """Stored batches (HostBatch), read by a thread here or by worker processes."""
+    def _host_batches(self, epoch: int, first_batch: int):
+        """Stored batches (HostBatch), read by a thread here or by worker processes; on
+        the CPU, workers also transform: then the items are ready (x, y) tuples, in shared
+        memory from the start (no copy to hand them over)."""
         if self.num_workers == 0:
             yield from _read_ahead(self.dataset, self.batches, self.prefetch)
             return
         if self._dataloader is None:
             from torch.utils.data import DataLoader
 
+            reader = BatchReader(self.dataset, None if self._cuda else self.transform)
             self._dataloader = DataLoader(
-                BatchReader(self.dataset), sampler=self.batches, batch_size=None, collate_fn=collate,
+                reader, sampler=_Numbered(self), batch_size=None, collate_fn=_as_is,
                 num_workers=self.num_workers, persistent_workers=True,
                 # at least torch's default of 2 per worker: with 1, a worker waits for its
                 # batch to be taken before reading the next (2 workers here: 1,770 against
@@ -263,30 +267,72 @@ class SpectrogramLoader:
         return held
 
     def _transform(self, specs, labels, epoch: int, batch_number: int):
-        """Stored values on the device -> float32 (B, 1, n_mels, frames), labels."""
+        return self.transform(specs.to(self.device), labels.to(self.device), epoch, batch_number)
+
+
+class BatchTransform:
+    """Stored values -> float32 model input (B, 1, n_mels, frames) and targets, with the
+    augmentation of one batch; the same wherever it runs (the caller's device, or a CPU
+    worker process, which writes straight into shared memory). Picklable."""
+
+    def __init__(self, cache, stats, augment: Augment | None, seed: int, rank: int, residual_axes=()):
+        config = cache.config
+        self.value_scale = cache.value_scale
+        self.n_classes = len(cache.class_names)
+        self.augment, self.seed, self.rank = augment, seed, rank
+        self.residual_axes = tuple(residual_axes)
+        #: stored values -> model input, the same object inference uses (train = serve)
+        self.model_input = ModelInput(stats, cache.value_scale, config.n_mels)
+        self._unscaled = ModelInput(stats, 1.0, config.n_mels)  # after gain, which acts on recipe values
+        if config.scaling == "minmax":  # gain: dB -> [0, 1] units, image range
+            self._gain = (1.0 / (config.top_db or 80.0), 0.0, 1.0)
+        else:
+            self._gain = (1.0, -(config.top_db or float("inf")), 0.0)
+
+    def __call__(self, x, y, epoch: int, batch_number: int, out=None):
+        """``x`` stored values and ``y`` targets, on one device -> (input, targets);
+        ``out``: a float32 tensor of the input's shape to write into (shared memory)."""
         import torch
 
-        x = specs.to(self.device)
-        if self.dataset.residuals:  # stored differences: wrapping cumulative sums, last first
-            for axis in reversed(self.dataset.cache.delta_axes):
-                x = torch.cumsum(x, dim=axis, dtype=torch.int32).bitwise_and_(255)
-        y = labels.to(self.device)
+        for axis in reversed(self.residual_axes):  # stored differences: wrapping cumulative sums, last first
+            x = torch.cumsum(x, dim=axis, dtype=torch.int32).bitwise_and_(255)
         plan = None
         if self.augment is not None:
-            rng = np.random.default_rng([self.seed, epoch, self.sampler.rank, batch_number])
+            rng = np.random.default_rng([self.seed, epoch, self.rank, batch_number])
             plan = draw_plan(self.augment, len(y), x.shape[1], x.shape[2], rng)
         if plan is not None and self.augment.gain_db:  # gain acts on the recipe's values
-            x = apply_gain(x.unsqueeze(1).to(torch.float32).mul_(self.value_scale), plan, *self._gain)
+            x = apply_gain(self.model_input.scaled(x, 1.0, out).mul_(self.value_scale), plan, *self._gain)
             scale, shift = self._unscaled.constants(x.device)
             x = x.mul_(scale).add_(shift)
         else:
-            x = self.model_input(x)
+            x = self.model_input(x, out=out)
         if plan is not None:
             if self.augment.p and (self.augment.freq_mask or self.augment.time_mask):
                 x = apply_masks(x, plan, self.augment.mask_value)
             if self.augment.mixup_alpha:
                 x, y = apply_mixup(x, y, plan, self.n_classes)
         return x, y
+
+
+class _Numbered:
+    """The loader's batches as (epoch, batch number, positions), for worker processes that
+    transform (the augmentation of a batch depends on its number)."""
+
+    def __init__(self, loader: "SpectrogramLoader"):
+        self.loader = loader
+
+    def __iter__(self):
+        sampler = self.loader.sampler
+        epoch, first = sampler.epoch, (sampler.per_rank - len(sampler)) // self.loader.batch_size
+        for k, positions in enumerate(self.loader.batches):
+            yield epoch, first + k, positions
+
+    def __len__(self) -> int:
+        return len(self.loader.batches)
+
+
+def _as_is(item):
+    return item
 
 
 def _read_ahead(dataset: SpectrogramDataset, batches, depth: int):
