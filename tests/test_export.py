@@ -106,47 +106,70 @@ def register(root: Path, model, config, stats, task: str = "single", name: str =
     return registry
 
 
-def check_parity(entry, path: Path, waves: np.ndarray) -> dict:
-    """ONNX vs ServeGraph in torch vs the torch serving path; returns what was measured."""
+def stored_values(waves: np.ndarray, config: SpectrogramConfig, kernel: str) -> np.ndarray:
+    """Stored values (as float32) of ``waves`` by ``kernel``: "graph" (ServeGraph's
+    matmul DFT), "torch" (the torch path) or "reference" (float64 numpy)."""
+    if kernel == "graph":
+        with torch.inference_mode():
+            images = scale(MatmulMelPower(config)(torch.from_numpy(waves)), config)
+            return quantise(images, config.storage_dtype).numpy()
+    images = mel_spectrogram(waves, config, backend=kernel).numpy()
+    return to_storage(images, config.storage_dtype).astype(np.float32)
+
+
+def check_flips(a: np.ndarray, b: np.ndarray, storage_dtype: str) -> np.ndarray:
+    """Which stored values differ; asserts each by one uint8 level, or (float16) by at
+    most one ulp or the images' own difference (near 0 float16's ulp is finer than it)."""
+    differs = a != b
+    if storage_dtype == "uint8":
+        np.testing.assert_array_equal(np.abs(a - b)[differs], 1.0)
+    else:
+        ulp = np.spacing(np.minimum(a, b).astype(np.float16)).astype(np.float32)
+        assert (np.abs(a - b) <= np.maximum(ulp, 3e-5)).all()
+    return differs
+
+
+def check_parity(entry, path: Path, waves: np.ndarray, flipped_tolerance: float = TOLERANCE) -> dict:
+    """ONNX vs ServeGraph in torch vs the torch serving path; returns what was measured.
+
+    The graph's stored values equal the torch path's but where one sits on a rounding
+    boundary (a few in a million at uint8: the two DFTs round differently); there they
+    differ by one step. Windows without such a value must agree within TOLERANCE; a window
+    with one within ``flipped_tolerance`` (a one-level change of one input value moves a
+    deep network's probabilities by up to a few 1e-4)."""
     served = OnnxModel(path, threads=1)
     probs, embeddings = served.run(waves)
     ref = torch_reference(entry, waves)
     graph = ServeGraph(entry)
     with torch.inference_mode():
-        graph_probs, _ = graph(torch.from_numpy(waves))
+        graph_probs, graph_embeddings = (t.numpy() for t in graph(torch.from_numpy(waves)))
         graph_inputs = graph.model_input(torch.from_numpy(waves)).numpy()
     assert probs.shape == ref.probabilities.shape == (len(waves), len(entry.class_names))
     # not vacuous: the windows get different answers, not all saturated
     assert ref.probabilities.std(axis=0).max() > 1e-2
     assert ((ref.probabilities > 0.02) & (ref.probabilities < 0.98)).mean() > 0.2
-    assert np.abs(probs - ref.probabilities).max() <= TOLERANCE
-    assert np.abs(graph_probs.numpy() - ref.probabilities).max() <= TOLERANCE
-    assert np.abs(probs - graph_probs.numpy()).max() <= TOLERANCE
     if entry.task == "single":
         np.testing.assert_allclose(probs.sum(axis=1), 1.0, atol=1e-5)
-    # the stored values are identical but where one sits on a rounding boundary of the
-    # storage dtype: uint8 values differ there by exactly one level; float16 values by one
-    # ulp, or by the images' own difference (up to about 2e-5 of [0, 1]; near 0, float16's
-    # ulp is finer than that)
-    config = entry.config
-    with torch.inference_mode():
-        graph_stored = quantise(scale(graph.mel_power(torch.from_numpy(waves)), config), config.storage_dtype).numpy()
-    ref_stored = to_storage(mel_spectrogram(waves, config).numpy(), config.storage_dtype).astype(np.float32)
-    differs = graph_stored != ref_stored
-    if config.storage_dtype == "uint8":
-        np.testing.assert_array_equal(np.abs(graph_stored - ref_stored)[differs], 1.0)
-        assert differs.mean() < 1e-4
-    else:
-        ulp = np.spacing(np.minimum(graph_stored, ref_stored).astype(np.float16)).astype(np.float32)
-        assert (np.abs(graph_stored - ref_stored) <= np.maximum(ulp, 3e-5)).all()
-        assert differs.mean() < 1e-2
-    np.testing.assert_array_equal(graph_inputs != ref.inputs, differs[:, None])
+    # the same graph in onnxruntime and in torch
+    assert np.abs(probs - graph_probs).max() <= TOLERANCE
     peak = np.abs(ref.embeddings).max()
-    assert embeddings.shape == ref.embeddings.shape
-    assert np.abs(embeddings - ref.embeddings).max() <= EMBED_TOLERANCE * peak
-    return {"flipped": int(differs.sum()), "values": differs.size,
-            "max_prob_diff": float(np.abs(probs - ref.probabilities).max()),
-            "max_embed_diff": float(np.abs(embeddings - ref.embeddings).max() / peak)}
+    assert np.abs(embeddings - graph_embeddings).max() <= EMBED_TOLERANCE * peak
+    # the graph's model input against the torch path's: equal but for the flipped values
+    differs = check_flips(stored_values(waves, entry.config, "graph"), stored_values(waves, entry.config, "torch"),
+                          entry.config.storage_dtype)
+    np.testing.assert_array_equal(graph_inputs != ref.inputs, differs[:, None])
+    assert differs.mean() < (1e-4 if entry.config.storage_dtype == "uint8" else 1e-2)
+    flipped = differs.any(axis=(1, 2))
+    gap = np.abs(probs - ref.probabilities).max(axis=1)
+    assert (gap[~flipped] <= TOLERANCE).all()
+    assert (gap[flipped] <= flipped_tolerance).all()
+    embed_gap = np.abs(embeddings - ref.embeddings).max(axis=1) / peak
+    assert (embed_gap[~flipped] <= EMBED_TOLERANCE).all()
+    return {"flipped_values": int(differs.sum()), "values": differs.size, "windows_flipped": int(flipped.sum()),
+            "windows": len(waves), "max_prob_diff_unflipped": float(gap[~flipped].max(initial=0)),
+            "max_prob_diff_flipped": float(gap[flipped].max(initial=0)),
+            "max_prob_diff_same_graph": float(np.abs(probs - graph_probs).max()),
+            "max_embed_diff_rel": float(embed_gap.max())}
 
 
 # -- the exportable kernel ----------------------------------------------------------------
@@ -218,21 +241,37 @@ def test_birdcnn_at_the_chirpid_recipe_matches_torch_on_real_recordings(chirpid_
     assert not [p for p in path.parent.iterdir() if p.name.startswith(".")]  # no temporary left
 
 
-def test_birdcnn_v5c_multilabel_float16_matches_torch(small_cache, tmp_path):
-    """The one BirdCNNv5c export (about 11 s here); a sigmoid per class, float16 storage."""
-    config = small_cache.config.replace(storage_dtype="float16")
-    waves = real_windows(config, hop_seconds=0.25, limit=24)
+def test_birdcnn_v5c_multilabel_at_the_chirpid_recipe_matches_torch(chirpid_birdcnn, tmp_path):
+    """The one BirdCNNv5c export (about 12 s here): the old deployed network, a sigmoid per
+    class, on the same real 5 s windows."""
+    _, _, waves = chirpid_birdcnn
+    config = PRESETS["chirpid"]
+    stats = image_stats(waves, config)
     torch.manual_seed(0)
-    model = random_model(BirdCNNv5c(5, dropout=0.6), model_inputs(waves, config, small_cache.stats))
-    registry = register(tmp_path / "registry", model, config, small_cache.stats, task="multilabel")
+    model = random_model(BirdCNNv5c(5, dropout=0.6), model_inputs(waves, config, stats))
+    registry = register(tmp_path / "registry", model, config, stats, task="multilabel")
     entry = registry.load("birds")
-    path = export_onnx(entry, tmp_path / "v5c.onnx")
-    measured = check_parity(entry, path, waves)
-    print("birdcnn_v5c, small recipe, float16, multilabel:", measured)
+    path = export_onnx(entry, tmp_path / "v5c.onnx", check=False)  # check_parity does more
+    # a flipped input value moves this network's probabilities by up to ~3e-4 (measured)
+    measured = check_parity(entry, path, waves, flipped_tolerance=1e-3)
+    print("birdcnn_v5c, chirpid recipe, uint8, multilabel:", measured)
     served = OnnxModel(path, threads=1)
     assert served.task == "multilabel" and served.architecture == "birdcnn_v5c"
     assert served.embed(waves[:2]).shape == (2, 1536)
     assert not np.allclose(served.predict(waves).sum(axis=1), 1.0, atol=1e-3)  # sigmoids, not a softmax
+
+
+def test_the_graph_is_as_close_to_the_float64_definition_as_the_torch_path(chirpid_birdcnn):
+    """The flips are the float32 pipeline's own noise: the torch path's stored values differ
+    from the float64 reference's about as often as the graph's do."""
+    _, _, waves = chirpid_birdcnn
+    config = PRESETS["chirpid"]
+    exact = stored_values(waves, config, "reference")
+    graph_flips = check_flips(stored_values(waves, config, "graph"), exact, "uint8").sum()
+    torch_flips = check_flips(stored_values(waves, config, "torch"), exact, "uint8").sum()
+    print(f"stored values differing from the float64 reference: graph {graph_flips}, torch {torch_flips} "
+          f"of {exact.size}")
+    assert graph_flips <= 3 * torch_flips + 5 and torch_flips <= 1e-4 * exact.size
 
 
 def test_metadata_round_trip(chirpid_birdcnn):
@@ -319,7 +358,7 @@ def test_foreign_damaged_and_edited_files_are_refused(chirpid_birdcnn, tmp_path)
         "gives 7 probabilities per window but the metadata names 8": {
             "class_names": entry.class_names + ["extra"]},
         "class_names holds duplicates": {"class_names": ["a"] * 7},
-        "task 'regression'": {"task": "regression"},
+        "task regression is not one of": {"task": "regression"},
         "metadata format 2": {"format": 2},
         "lacks chirpid_io.stats": {"stats": None},
         "stats: normalisation": {"stats": {"mean": [0.1, 0.2]}},
@@ -396,9 +435,10 @@ def _cli(*args, cwd=None) -> subprocess.CompletedProcess:
                           cwd=cwd, env={**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}, timeout=300)
 
 
-def test_export_command_end_to_end(small_cache, tmp_path):
-    """A multilabel BirdCNN, exported by the command without embeddings, then served."""
-    config = small_cache.config
+def test_export_command_end_to_end(small_cache, tmp_path, capsys):
+    """A multilabel BirdCNN with float16 storage, exported by the command without
+    embeddings, then served."""
+    config = small_cache.config.replace(storage_dtype="float16")
     waves = real_windows(config, hop_seconds=0.25, limit=24)
     torch.manual_seed(0)
     model = random_model(BirdCNN(7, width=8), model_inputs(waves, config, small_cache.stats))
@@ -409,7 +449,7 @@ def test_export_command_end_to_end(small_cache, tmp_path):
     lines = done.stdout.splitlines()
     assert lines[0].startswith(f"exported birds v1 (birdcnn, 7 classes, multilabel) to {out} (")
     assert f"input waves (batch, {config.n_samples}) float32 at 16000 Hz; outputs probabilities" in lines[0]
-    assert lines[1].startswith("check: onnxruntime matches torch within ")
+    assert lines[1].startswith("check: onnxruntime matches the graph in torch within ")
     assert "warn" not in done.stderr.lower()  # the exporter's chatter stays off the terminal
 
     served = OnnxModel(out, threads=1)
@@ -420,17 +460,21 @@ def test_export_command_end_to_end(small_cache, tmp_path):
         served.embed(waves)
 
     registry.save(BirdCNN(7, width=8), "other", config=config, class_names=entry.class_names, stats=None)
+    from chirpid_io.cli import main
+
     for args, words in (((), "holds 2 models (birds, other); choose one with --name"),
                         (("--name", "birds", "--version", "seven"), "--version seven: give latest, best or a"),
                         (("--name", "birds", "--version", "9"), "no version 9"),
                         (("--name", "nobody"), "no model named 'nobody'")):
-        failed = _cli("export", tmp_path / "registry", tmp_path / "x.onnx", *args)
-        assert failed.returncode == 1 and words in failed.stderr and "Traceback" not in failed.stderr, failed.stderr
+        assert main(["export", str(tmp_path / "registry"), str(tmp_path / "x.onnx"), *args]) == 1
+        err = capsys.readouterr().err
+        assert err.startswith("chirpid-io export: error: ") and words in err, err
     assert not (tmp_path / "x.onnx").exists()
 
-    helped = _cli("export", "--help")
-    assert helped.returncode == 0
-    text = " ".join(helped.stdout.split())
+    with pytest.raises(SystemExit) as exited:
+        main(["export", "--help"])
+    assert exited.value.code == 0
+    text = " ".join(capsys.readouterr().out.split())
     for stated in ("(default: latest)", "(default: val_macro_f1)", "(default: included)", "(default: 20)",
                    "(default: the only one in the registry)", "checked, within 1e-04"):
         assert stated in text
