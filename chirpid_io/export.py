@@ -341,8 +341,9 @@ class OnnxModel:
         if waves.ndim == 1:
             waves = waves[None]
         if waves.ndim != 2 or waves.shape[1] != self.n_samples:
-            raise ConfigError(f"{shown(self.path)} takes windows of {self.n_samples} samples ({self.config.window_seconds}"
-                              f" s at {self.config.sample_rate} Hz), shaped (batch, {self.n_samples}); got shape "
+            c = self.config
+            raise ConfigError(f"{shown(self.path)} takes windows of {self.n_samples} samples ({c.window_seconds} s at "
+                              f"{c.sample_rate} Hz), shaped (batch, {self.n_samples}); got shape "
                               f"{waves.shape}. Cut them with chirpid_io.audio.windows(wave, model.config)")
         if not np.issubdtype(waves.dtype, np.floating):
             raise ConfigError(f"windows must be float samples in [-1, 1], got dtype {waves.dtype}")
@@ -355,7 +356,7 @@ class OnnxModel:
         """(probabilities (B, n_classes), embeddings (B, D) or None) for (B, n_samples)
         float windows at ``config.sample_rate`` Hz, ``batch_size`` windows per call."""
         waves = self._batches(waves)
-        if batch_size < 1:
+        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
             raise ConfigError(f"batch_size must be at least 1, got {batch_size}")
         names = self.meta["outputs"]
         probs, feats = [], []

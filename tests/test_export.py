@@ -408,12 +408,17 @@ def test_an_architecture_without_embed_exports_only_probabilities(tmp_path):
         MODELS.pop("test-plain-export")
 
 
-def test_importing_the_export_module_loads_neither_onnx_nor_torch():
-    code = ("import sys, chirpid_io, chirpid_io.export; "
-            "print(sorted(m for m in ('torch', 'onnx', 'onnxruntime', 'onnxscript') if m in sys.modules))")
+def test_importing_the_export_module_loads_neither_onnx_nor_torch(chirpid_birdcnn):
+    _, path, waves = chirpid_birdcnn
+    np.save(Path(path).with_suffix(".npy"), waves[:2])
+    heavy = "sorted(m for m in ('torch', 'onnx', 'onnxruntime', 'onnxscript') if m in sys.modules)"
+    code = (f"import sys, numpy as np, chirpid_io, chirpid_io.export; print({heavy})\n"
+            # serving needs onnxruntime, never torch
+            f"model = chirpid_io.export.OnnxModel({str(path)!r}, threads=1)\n"
+            f"print(model.predict(np.load({str(Path(path).with_suffix('.npy'))!r})).shape, {heavy})\n")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                          env={**os.environ, "PYTHONPATH": str(REPO)})
-    assert out.stdout.strip() == "[]"
+    assert out.stdout.splitlines() == ["[]", "(2, 7) ['onnxruntime']"]
 
 
 def test_a_missing_onnxruntime_is_a_config_error_naming_the_install(chirpid_birdcnn):
