@@ -341,8 +341,8 @@ def test_foreign_damaged_and_edited_files_are_refused(chirpid_birdcnn, tmp_path)
         OnnxModel(foreign)
 
     data = path.read_bytes()
-    for name, content in (("truncated.onnx", data[: len(data) // 3]), ("noise.onnx", np.random.default_rng(5).bytes(4096)),
-                          ("empty.onnx", b"")):
+    noise = np.random.default_rng(5).bytes(4096)
+    for name, content in (("truncated.onnx", data[: len(data) // 3]), ("noise.onnx", noise), ("empty.onnx", b"")):
         (tmp_path / name).write_bytes(content)
         with pytest.raises(OnnxModelError, match=f"{name}: not a (loadable ONNX model|chirpid-io export)"):
             OnnxModel(tmp_path / name)
