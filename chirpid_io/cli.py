@@ -56,6 +56,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_tune_parser(commands)
     add_report_parser(commands)
+    from .export import add_export_parser  # issue 12: ONNX export for CPU-only serving
+    add_export_parser(commands)
     return parser
 
 
