@@ -21,6 +21,7 @@ reference in a foreign file cannot make it read other files.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
 from pathlib import Path
@@ -241,6 +242,8 @@ class OnnxModel:
         self.path = Path(path)
         try:
             data = self.path.read_bytes()
+            #: identifies this very file (a resumed ``predict`` refuses another one)
+            self.sha256 = hashlib.sha256(data).hexdigest()
         except IsADirectoryError:
             raise OnnxModelError(f"{shown(self.path)} is a folder, not an ONNX file") from None
         except OSError as exc:
@@ -370,6 +373,13 @@ class OnnxModel:
             return (np.empty((0, len(self.class_names)), np.float32),
                     np.empty((0, width if isinstance(width, int) else 0), np.float32) if self.has_embeddings else None)
         return np.concatenate(probs), np.concatenate(feats) if self.has_embeddings else None
+
+    def __call__(self, waves, embed: bool = False) -> tuple[np.ndarray, np.ndarray | None]:
+        """The scorer protocol of ``chirpid_io.predict``: (probabilities, embeddings or
+        None) of (B, n_samples) windows, so ``predict`` serves an exported file as it
+        serves a registered model."""
+        probs, features = self.run(waves)
+        return probs, features if embed else None
 
     def predict(self, waves, *, batch_size: int = BATCH_SIZE) -> np.ndarray:
         """Probabilities (B, n_classes) float32 of (B, n_samples) windows (softmax for task

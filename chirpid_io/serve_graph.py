@@ -35,14 +35,11 @@ import numpy as np
 import torch
 
 from .errors import ConfigError
+from .kernels import value_scale
 from .kernels.matmul_stft import MatmulMelPower
 from .kernels.torch_stft import scale
 from .loaders.transform import ModelInput
-
-
-def value_scale(storage_dtype: str) -> float:
-    """Stored value -> recipe value: 1/255 for uint8, 1 for float16 (as the cache reader)."""
-    return 1 / 255 if storage_dtype == "uint8" else 1.0
+from .predict.scoring import TorchScorer, probabilities
 
 
 def quantise(images: torch.Tensor, storage_dtype: str) -> torch.Tensor:
@@ -51,12 +48,6 @@ def quantise(images: torch.Tensor, storage_dtype: str) -> torch.Tensor:
     if storage_dtype == "uint8":
         return torch.round(images.clamp(0.0, 1.0) * 255.0)
     return images.to(torch.float16).to(torch.float32)
-
-
-def probabilities(logits: torch.Tensor, task: str) -> torch.Tensor:
-    """Softmax over classes ("single") or a sigmoid per class ("multilabel")."""
-    logits = logits.float()
-    return torch.sigmoid(logits) if task == "multilabel" else torch.softmax(logits, dim=1)
 
 
 #: Architectures whose ``forward(x)`` is ``classifier(dropout(embed(x)))``; others are
@@ -130,24 +121,13 @@ class TorchOutputs(NamedTuple):
 
 
 def torch_reference(entry, waves, *, embeddings: bool = True) -> TorchOutputs:
-    """The torch serving path for (B, n_samples) float32 windows, on the CPU: the torch
-    mel kernel, ``to_storage``, ``ModelInput`` (the loader's), the model, softmax or
-    sigmoid. What an exported graph is measured against."""
-    from .kernels import mel_spectrogram, to_storage
-
-    config = entry.config
-    model = getattr(entry.model, "_orig_mod", entry.model)
-    device = next((p.device for p in model.parameters()), torch.device("cpu"))
-    images = mel_spectrogram(np.asarray(waves, dtype=np.float32), config, backend="torch", device="cpu")
-    stored = torch.from_numpy(to_storage(images.numpy(), config.storage_dtype))
-    x = ModelInput(entry.stats, value_scale(config.storage_dtype), config.n_mels)(stored).to(device)
-    was_training = model.training
-    model.eval()
-    try:
-        with torch.inference_mode():
-            probs = probabilities(model(x), entry.task)
-            features = model.embed(x) if embeddings and callable(getattr(model, "embed", None)) else None
-    finally:
-        model.train(was_training)
-    return TorchOutputs(x.cpu().numpy(), probs.cpu().numpy(),
-                        None if features is None else features.float().cpu().numpy())
+    """What ``chirpid-io predict`` computes for (B, n_samples) float32 windows on the CPU
+    (``predict.scoring.TorchScorer`` itself: the torch mel kernel, ``to_storage``,
+    ``ModelInput``, the model, softmax or sigmoid). What an exported graph is measured
+    against."""
+    scorer = TorchScorer(entry, device="cpu")
+    waves = np.asarray(waves, dtype=np.float32)
+    with torch.inference_mode():
+        inputs = scorer.inputs(waves).cpu().numpy()
+    probs, features = scorer(waves, embed=embeddings)
+    return TorchOutputs(inputs, probs, features if embeddings else None)

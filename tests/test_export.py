@@ -38,7 +38,8 @@ pytest.importorskip("onnxscript")
 from chirpid_io.export import (EMBEDDINGS, PREFIX, PROBABILITIES, TOLERANCE, OnnxModel,  # noqa: E402
                                OnnxModelError, export_onnx, metadata)
 from chirpid_io.kernels.torch_stft import scale  # noqa: E402
-from chirpid_io.serve_graph import ServeGraph, quantise, torch_reference, value_scale  # noqa: E402
+from chirpid_io.kernels import value_scale  # noqa: E402
+from chirpid_io.serve_graph import ServeGraph, quantise, torch_reference  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 #: embeddings: |ONNX - model.embed(torch path input)| <= EMBED_TOLERANCE * max |embedding|
@@ -483,3 +484,33 @@ def test_export_command_end_to_end(small_cache, tmp_path, capsys):
     for stated in ("(default: latest)", "(default: val_macro_f1)", "(default: included)", "(default: 20)",
                    "(default: the only one in the registry)", "checked, within 1e-04"):
         assert stated in text
+
+
+def test_predict_serves_an_exported_file_as_it_serves_the_registered_model(chirpid_birdcnn, tmp_path, capsys):
+    """``chirpid-io predict FILE.onnx`` writes the registry path's outputs: the same
+    windows, probabilities within the export tolerance (the flipped-value allowance for
+    windows where one stored value rounds the other way); a run started with the file
+    refuses to continue with another model."""
+    import pyarrow.parquet as pq
+
+    from chirpid_io.cli import main
+
+    entry, path, _ = chirpid_birdcnn
+    clips = sorted(p for p in samples_dir().rglob("*") if p.suffix in (".wav", ".flac"))[:2]
+    outs = {}
+    for kind, model in (("onnx", path), ("torch", entry.path.parent.parent)):
+        out = tmp_path / kind
+        assert main(["predict", str(model), *map(str, clips), "--out", str(out), "--no-progress"]) == 0
+        capsys.readouterr()
+        outs[kind] = pq.read_table(out / "predictions.parquet").to_pydict()
+    onnx, ref = outs["onnx"], outs["torch"]
+    assert len(onnx["recording"]) == len(ref["recording"]) > 2
+    for column in ("recording", "start_seconds", "padded"):
+        assert onnx[column] == ref[column]
+    names = [n for n in onnx if n.startswith("species_")]
+    assert len(names) == len(entry.class_names)
+    gap = max(np.abs(np.subtract(onnx[n], ref[n])).max() for n in names)
+    assert gap <= 1e-3, gap
+    assert main(["predict", str(entry.path.parent.parent), *map(str, clips), "--out", str(tmp_path / "onnx"),
+                 "--no-progress"]) == 1
+    assert "holds predictions of another model" in capsys.readouterr().err

@@ -25,6 +25,7 @@ import numpy as np
 
 from ..config import SpectrogramConfig
 from ..errors import CacheError, FingerprintMismatchError
+from ..kernels import value_scale
 from ..text import shown
 from . import format as fmt
 from .files import CacheFileError, LocalStore
@@ -63,7 +64,7 @@ class Cache:
         self.chunk_windows: int = self.storage.chunk_windows
         self.shard_windows: int = self.storage.shard_windows
         #: multiply stored values by this to get the recipe's [0, 1] images
-        self.value_scale = 1 / 255 if self.config.storage_dtype == "uint8" else 1.0
+        self.value_scale = value_scale(self.config.storage_dtype)
         self._shards = ShardCodec.create(self.store, self.config.shape, self.config.storage_dtype, self.storage)
         problem = specs_problem(self.store, self.config, self.storage, self._length)
         if problem is None:

@@ -131,6 +131,12 @@ def __getattr__(name: str):
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
+def value_scale(dtype: str) -> float:
+    """Stored value -> recipe value: 1/255 for uint8, 1 for float16 (the inverse of
+    :func:`to_storage`'s scaling; the cache reader, the loader and serving all use it)."""
+    return 1 / 255 if dtype == "uint8" else 1.0
+
+
 def to_storage(images, dtype: str) -> np.ndarray:
     """[0, 1] float images -> stored values: uint8 rounded to 0..255, or float16."""
     images = np.asarray(images, dtype=np.float32)

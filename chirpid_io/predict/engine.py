@@ -131,7 +131,11 @@ def _model_id(scorer) -> dict:
     if entry is not None:
         return {"name": entry.name, "version": entry.version, "fingerprint": entry.fingerprint,
                 "path": str(entry.path)}
-    return {"name": getattr(scorer, "name", "model"), "fingerprint": scorer.config.fingerprint()}
+    model = {"name": getattr(scorer, "name", None) or "model", "fingerprint": scorer.config.fingerprint()}
+    for key in ("version", "path", "sha256"):  # an exported file (export.OnnxModel) names itself
+        if getattr(scorer, key, None) is not None:
+            model[key] = str(getattr(scorer, key))
+    return model
 
 
 class _Journal:
@@ -254,7 +258,7 @@ class _Run:
                 st = state[index]
                 st["probs"].append(probabilities[offset : offset + k])
                 if features is not None:
-                    st["emb"].append(features[offset : offset + k])
+                    st["emb"].append(features[offset : offset + k].astype(np.float16))  # as stored
                 st["unscored"] -= k
                 chunk.samples = None  # scored: only its results are kept
                 offset += k

@@ -11,14 +11,24 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..kernels import value_scale
 from ..loaders.transform import ModelInput
+
+
+def probabilities(logits, task: str):
+    """Logits -> probabilities: softmax over classes (task "single") or a sigmoid per
+    class ("multilabel"); float32, on the logits' device."""
+    import torch
+
+    logits = logits.float()
+    return torch.sigmoid(logits) if task == "multilabel" else torch.softmax(logits, dim=1)
 
 
 class TorchScorer:
     """Scores (B, n_samples) float32 windows with a registry entry's model.
 
     ``probabilities``: softmax for a single-label model, a sigmoid per class for a
-    multi-label one. ``embed=True`` also returns the penultimate features (float16).
+    multi-label one. ``embed=True`` also returns the penultimate features.
     """
 
     def __init__(self, entry, *, device=None, backend: str = "torch"):
@@ -38,8 +48,7 @@ class TorchScorer:
         if self.channels_last:
             self.model.to(memory_format=torch.channels_last)
         self.backend = backend
-        value_scale = 1 / 255 if self.config.storage_dtype == "uint8" else 1.0
-        self.model_input = ModelInput(entry.stats, value_scale, self.config.n_mels)
+        self.model_input = ModelInput(entry.stats, value_scale(self.config.storage_dtype), self.config.n_mels)
 
     def inputs(self, waves: np.ndarray):
         """The model input of ``waves``: (B, 1, n_mels, frames) float32 on the device."""
@@ -52,7 +61,7 @@ class TorchScorer:
         return self.model_input(stored.to(self.device))
 
     def __call__(self, waves: np.ndarray, embed: bool = False):
-        """(probabilities (B, C) float32, embeddings (B, D) float16 or None), numpy."""
+        """(probabilities (B, C), embeddings (B, D) or None), float32 numpy."""
         import torch
 
         with torch.inference_mode():
@@ -67,7 +76,5 @@ class TorchScorer:
                 logits = self.model(x)
                 if embed and hasattr(self.model, "embed"):
                     features = self.model.embed(x)
-            logits = logits.float()
-            probabilities = torch.sigmoid(logits) if self.task == "multilabel" else torch.softmax(logits, dim=1)
-            out = probabilities.cpu().numpy()
-            return out, None if features is None else features.float().cpu().numpy().astype(np.float16)
+            out = probabilities(logits, self.task).cpu().numpy()
+            return out, None if features is None else features.float().cpu().numpy()

@@ -74,7 +74,9 @@ def add_predict_parser(subparsers) -> argparse.ArgumentParser:
             "duration_seconds, detections). Exit 0 when every recording was scored, 2 when some could not be "
             "read (their reasons are printed and in errors.csv), 1 on an error that stops the run."),
     )
-    p.add_argument("registry", help="model registry folder")
+    p.add_argument("registry", metavar="REGISTRY_OR_ONNX",
+                   help="model registry folder, or a file written by `chirpid-io export` (served by onnxruntime, "
+                        "without torch; --name, --version, --metric and --device do not apply to it)")
     p.add_argument("audio", nargs="+", metavar="AUDIO_OR_FOLDER",
                    help="audio files (WAV, FLAC, OGG, MP3, m4a, Opus, ...), folders, or tables of paths")
     p.add_argument("--out", help="folder for the per-window outputs (default: none, print a summary per recording)")
@@ -116,15 +118,18 @@ def train_command(args) -> int:
     return 0
 
 
-def predict_command(args) -> int:
-    import shutil
-    import tempfile
+def _scorer(args):
+    """What scores the windows: an exported ONNX file (a file), else the registered model."""
+    from pathlib import Path
 
     from ..errors import ConfigError
-    from ..predict.engine import PredictOptions, predict
-    from ..predict.scoring import TorchScorer
-    from ..predict.sources import list_sources
     from ..text import shown
+
+    if Path(args.registry).is_file():
+        from ..export import OnnxModel
+
+        return OnnxModel(args.registry)
+    from ..predict.scoring import TorchScorer
     from .registry import ModelRegistry
 
     registry = ModelRegistry(args.registry)
@@ -137,10 +142,22 @@ def predict_command(args) -> int:
         name = names[0]
     version = args.version if args.version in ("latest", "best") else int(str(args.version).lstrip("v"))
     entry = registry.load(name, version, metric=args.metric, device=args.device)
+    return TorchScorer(entry, device=args.device)
+
+
+def predict_command(args) -> int:
+    import shutil
+    import tempfile
+
+    from ..predict.engine import PredictOptions, predict
+    from ..predict.sources import list_sources
+    from ..text import shown
+
+    scorer = _scorer(args)
     options = PredictOptions(**given(args, PredictOptions))
     out = args.out or tempfile.mkdtemp(prefix="chirpid-io-predict-")
     try:
-        report = predict(TorchScorer(entry, device=args.device), list_sources(args.audio), out, options,
+        report = predict(scorer, list_sources(args.audio), out, options,
                          formats=[f.strip() for f in args.format.split(",") if f.strip()], overwrite=args.overwrite,
                          progress=False if args.no_progress else None)
     finally:
