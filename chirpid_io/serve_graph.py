@@ -35,19 +35,11 @@ import numpy as np
 import torch
 
 from .errors import ConfigError
-from .kernels import value_scale
+from .kernels import quantise, value_scale
 from .kernels.matmul_stft import MatmulMelPower
 from .kernels.torch_stft import scale
 from .loaders.transform import ModelInput
 from .predict.scoring import TorchScorer, probabilities
-
-
-def quantise(images: torch.Tensor, storage_dtype: str) -> torch.Tensor:
-    """[0, 1] images -> the stored values as float32, exactly as ``kernels.to_storage``
-    computes them (``torch.round`` is half to even, as ``np.rint`` and ONNX Round)."""
-    if storage_dtype == "uint8":
-        return torch.round(images.clamp(0.0, 1.0) * 255.0)
-    return images.to(torch.float16).to(torch.float32)
 
 
 #: Architectures whose ``forward(x)`` is ``classifier(dropout(embed(x)))``; others are

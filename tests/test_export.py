@@ -39,7 +39,8 @@ from chirpid_io.export import (EMBEDDINGS, PREFIX, PROBABILITIES, TOLERANCE, Onn
                                OnnxModelError, export_onnx, metadata)
 from chirpid_io.kernels.torch_stft import scale  # noqa: E402
 from chirpid_io.kernels import value_scale  # noqa: E402
-from chirpid_io.serve_graph import ServeGraph, quantise, torch_reference  # noqa: E402
+from chirpid_io.kernels import quantise  # noqa: E402
+from chirpid_io.serve_graph import ServeGraph, torch_reference  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 #: embeddings: |ONNX - model.embed(torch path input)| <= EMBED_TOLERANCE * max |embedding|

@@ -137,6 +137,17 @@ def value_scale(dtype: str) -> float:
     return 1 / 255 if dtype == "uint8" else 1.0
 
 
+def quantise(images, dtype: str):
+    """:func:`to_storage`'s values as float32, in torch on the images' own device (the
+    crop loader and the exported graph quantise there): ``torch.round`` is half to even,
+    as ``np.rint``."""
+    import torch
+
+    if dtype == "uint8":
+        return torch.round(images.clamp(0.0, 1.0) * 255.0)
+    return images.to(torch.float16).to(torch.float32)
+
+
 def to_storage(images, dtype: str) -> np.ndarray:
     """[0, 1] float images -> stored values: uint8 rounded to 0..255, or float16."""
     images = np.asarray(images, dtype=np.float32)

@@ -57,6 +57,15 @@ class SpectrogramDataset:
                 raise IndexError(f"{self.cache.path}: window indices must lie in 0..{n - 1}")
         self._pid = os.getpid()
 
+    @property
+    def item_shape(self) -> tuple[int, ...]:
+        """Shape of one item as ``read_batch`` gives it."""
+        return tuple(self.cache.config.shape)
+
+    @property
+    def item_dtype(self) -> str:
+        return self.cache.config.storage_dtype
+
     def _local_cache(self) -> Cache:
         if self._pid != os.getpid():  # forked or unpickled: drop the parent's open arrays
             self.cache = copy.copy(self.cache)  # Cache.__getstate__ leaves the arrays out
@@ -104,14 +113,13 @@ class BatchReader:
         import torch
 
         epoch, number, positions = item
-        cache = self.dataset._local_cache()
-        shape = (len(positions), *cache.config.shape)
-        specs = torch.empty(shape, dtype=getattr(torch, cache.config.storage_dtype)).share_memory_()
+        specs = torch.empty((len(positions), *self.dataset.item_shape),
+                            dtype=getattr(torch, self.dataset.item_dtype)).share_memory_()
         batch = self.dataset.read_batch(positions, out=specs.numpy())
         labels = torch.from_numpy(np.ascontiguousarray(batch.labels)).share_memory_()
         if self.transform is None:
             return HostBatch(specs, labels)
-        x = torch.empty((shape[0], 1, *shape[1:]), dtype=torch.float32).share_memory_()
+        x = torch.empty(self.transform.output_shape(len(positions)), dtype=torch.float32).share_memory_()
         return self.transform(specs, labels, epoch, number, out=x)
 
     def __len__(self) -> int:

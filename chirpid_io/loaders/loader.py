@@ -281,6 +281,7 @@ class BatchTransform:
         self.n_classes = len(cache.class_names)
         self.augment, self.seed, self.rank = augment, seed, rank
         self.residual_axes = tuple(residual_axes)
+        self.frames = config.shape[1]
         #: stored values -> model input, the same object inference uses (train = serve)
         self.model_input = ModelInput(stats, cache.value_scale, config.n_mels)
         self._unscaled = ModelInput(stats, 1.0, config.n_mels)  # after gain, which acts on recipe values
@@ -288,6 +289,9 @@ class BatchTransform:
             self._gain = (1.0 / (config.top_db or 80.0), 0.0, 1.0)
         else:
             self._gain = (1.0, -(config.top_db or float("inf")), 0.0)
+
+    def output_shape(self, n: int) -> tuple[int, ...]:
+        return (n, 1, self.model_input.n_mels, self.frames)
 
     def __call__(self, x, y, epoch: int, batch_number: int, out=None):
         """``x`` stored values and ``y`` targets, on one device -> (input, targets);

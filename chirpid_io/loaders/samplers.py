@@ -167,3 +167,80 @@ class ChunkShuffleSampler:
         if not 0 <= consumed <= self.per_rank:
             raise ConfigError(f"sampler state consumed={consumed} is outside 0..{self.per_rank}")
         self._start = self._yielded = consumed
+
+
+#: How :class:`CropSampler` spreads an epoch's crops over recordings.
+WEIGHTINGS = ("recording", "duration", "windows")
+
+
+class CropSampler(ChunkShuffleSampler):
+    """Random crops ``(recording, first sample)`` of ``crop`` samples, for one rank.
+
+    ``lengths``: each recording's length in samples. ``weighting``:
+
+    - ``"recording"``: an epoch is one crop from every recording, in a shuffled order;
+      long and short recordings count the same (class balance follows the recordings).
+    - ``"duration"``: an epoch is ``round(total length / crop)`` crops (at least one per
+      recording), each from a recording drawn with probability proportional to its length,
+      so every second of audio is as likely to be seen; an hour-long soundscape gives
+      many crops per epoch, a 3 s clip rarely one.
+    - ``"windows"``: not random: windows ``hop`` samples apart that cover each recording,
+      the last one zero-padded, as ``predict`` cuts them (validation;
+      ``shuffle=False`` keeps recording order).
+
+    A crop's first sample is uniform over ``0 .. length - crop`` (0 for a recording
+    shorter than ``crop``, which is then zero-padded by the reader). Everything depends
+    only on ``seed`` and the epoch, so the same epoch gives the same crops on any machine
+    and a resumed run continues with them; the split between ranks, padding and
+    ``state_dict`` are :class:`ChunkShuffleSampler`'s, over the epoch's crop slots.
+    """
+
+    def __init__(self, lengths, crop: int, *, weighting: str = "recording", hop: int | None = None,
+                 shuffle: bool = True, seed: int = 0, rank: int = 0, world_size: int = 1,
+                 drop_last: bool = False, split: str = "contiguous", batch_size: int | None = None):
+        lengths = np.asarray(lengths, dtype=np.int64).reshape(-1)
+        if weighting not in WEIGHTINGS:
+            raise ConfigError(f"weighting must be one of {', '.join(WEIGHTINGS)}, got {weighting!r}")
+        if crop <= 0:
+            raise ConfigError(f"crops must be at least one sample long, got {crop}")
+        if lengths.size and lengths.min() <= 0:
+            raise ConfigError("every recording must hold at least one sample")
+        self.lengths, self.crop, self.weighting = lengths, int(crop), weighting
+        if weighting == "windows":
+            if hop is None or hop <= 0:
+                raise ConfigError(f"weighting='windows' needs a positive hop in samples, got {hop}")
+            from ..streaming import cover_count
+
+            counts = np.array([cover_count(int(n), self.crop, hop) for n in lengths], dtype=np.int64)
+            first = np.repeat(np.cumsum(counts) - counts, counts)
+            self._fixed = (np.repeat(np.arange(len(lengths), dtype=np.int64), counts),
+                           (np.arange(counts.sum(), dtype=np.int64) - first) * hop)
+            slots = len(self._fixed[0])
+        elif weighting == "duration":
+            slots = max(len(lengths), int(round(lengths.sum() / self.crop))) if len(lengths) else 0
+        else:
+            slots = len(lengths)
+        self._epoch_crops: tuple[int, tuple] | None = None
+        super().__init__(slots, 1, shuffle=shuffle, pool_chunks=1, seed=seed, rank=rank,
+                         world_size=world_size, drop_last=drop_last, split=split, batch_size=batch_size)
+
+    def crops(self, epoch: int) -> tuple[np.ndarray, np.ndarray]:
+        """(recording, first sample) of every slot of ``epoch``, by slot."""
+        if self.weighting == "windows":
+            return self._fixed
+        if self._epoch_crops is not None and self._epoch_crops[0] == epoch:
+            return self._epoch_crops[1]
+        rng = np.random.default_rng([self.seed, epoch, 0x63726F70])  # apart from the order's stream
+        if self.weighting == "duration":
+            recording = rng.choice(len(self.lengths), size=self.n, p=self.lengths / self.lengths.sum())
+        else:
+            recording = np.arange(self.n, dtype=np.int64)
+        room = np.maximum(self.lengths[recording] - self.crop, 0)
+        start = np.floor(rng.random(self.n) * (room + 1)).astype(np.int64)
+        self._epoch_crops = (epoch, (recording.astype(np.int64), start))
+        return self._epoch_crops[1]
+
+    def __iter__(self):
+        recording, start = self.crops(self.epoch)
+        for slot in super().__iter__():
+            yield int(recording[slot]), int(start[slot])
