@@ -23,11 +23,14 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 
+from pathlib import Path
+
 import numpy as np
 
 from ..cache import Cache
 from ..errors import ConfigError
 from .augment import Augment, apply_gain, apply_masks, apply_mixup, draw_plan
+from .crops import WaveAugment
 from .dataset import BatchReader, HostBatch, SpectrogramDataset
 from .samplers import ChunkShuffleSampler
 from .transform import STD_FLOOR, ModelInput  # noqa: F401 - STD_FLOOR is part of this module's API
@@ -53,6 +56,11 @@ def make_loader(
     targets: str = "single",
     secondary_weight: float = 1.0,
     split: str = "contiguous",
+    crop_seconds: float | None = None,
+    crop_weighting: str = "recording",
+    wave_augment: WaveAugment | None = None,
+    background=None,
+    backend: str = "torch",
 ) -> SpectrogramLoader:
     """A loader over ``cache`` (or its path) yielding ``(x, y)`` on ``device``.
 
@@ -84,6 +92,19 @@ def make_loader(
     ``len(loader)`` is the number of batches. The epoch advances by one after each full
     pass, or is set with ``set_epoch``; ``state_dict``/``load_state_dict`` resume
     mid-epoch.
+
+    Over a waveform cache (``build-cache --store waveform``) the items are random crops of
+    ``crop_seconds`` (default: the recipe's window) anywhere in each recording, drawn
+    afresh every epoch (:class:`~chirpid_io.loaders.samplers.CropSampler`;
+    ``crop_weighting`` "recording": one crop per recording and epoch, "duration": crops in
+    proportion to each recording's length); ``shuffle=False`` (validation) gives instead
+    the fixed windows ``predict`` cuts, every ``hop_seconds`` of the recipe. Each batch is
+    augmented as waveforms (``wave_augment``, a :class:`~chirpid_io.loaders.crops.
+    WaveAugment`; ``background``: a waveform cache, its path or a folder of recordings to
+    draw noise from), turned into mel images on the loader's device by the build's own
+    kernel (``backend``), quantised as the cache would store them, normalised with the
+    cache's statistics, then given ``augment``'s SpecAugment. ``indices`` are row
+    indices (whole recordings are kept: a split by group never cuts one).
     """
     if batch_size <= 0:
         raise ConfigError(f"batch_size must be positive, got {batch_size}")
@@ -97,6 +118,20 @@ def make_loader(
     if not 0.0 <= secondary_weight <= 1.0:
         raise ConfigError(f"secondary_weight must lie in [0, 1], got {secondary_weight}")
     device = _resolve_device(device)
+    from ..cache import Cache, open_cache
+
+    cache = cache if isinstance(cache, Cache) else open_cache(cache)
+    if getattr(cache, "kind", "spectrogram") == "waveform":
+        return _crop_loader(cache, batch_size, indices=indices, shuffle=shuffle, device=device,
+                            num_workers=num_workers, prefetch=prefetch, normalize=normalize, augment=augment,
+                            seed=seed, drop_last=drop_last, rank=rank, world_size=world_size, targets=targets,
+                            secondary_weight=secondary_weight, split=split, crop_seconds=crop_seconds,
+                            crop_weighting=crop_weighting, wave_augment=wave_augment, background=background,
+                            backend=backend)
+    if crop_seconds is not None or wave_augment is not None or background is not None:
+        raise ConfigError(f"{cache.path}: a spectrogram cache holds fixed windows; crops, waveform augmentation "
+                          "and background noise need a waveform cache. Fix: build one with "
+                          "`chirpid-io build-cache SOURCE OUT --store waveform`")
     # on a GPU the stored differences are summed up there, not on the CPU
     dataset = SpectrogramDataset(cache, indices, residuals=device.type == "cuda", targets=targets,
                                  secondary_weight=secondary_weight)
@@ -116,12 +151,51 @@ def make_loader(
     )
 
 
+def _crop_loader(cache, batch_size, *, indices, shuffle, device, num_workers, prefetch, normalize, augment, seed,
+                 drop_last, rank, world_size, targets, secondary_weight, split, crop_seconds, crop_weighting,
+                 wave_augment, background, backend) -> "SpectrogramLoader":
+    from .crops import CropDataset, CropTransform, NoiseBank
+    from .samplers import CropSampler
+
+    config = cache.config
+    seconds = config.window_seconds if crop_seconds is None else float(crop_seconds)
+    if not seconds > 0:
+        raise ConfigError(f"crop_seconds must be positive, got {crop_seconds}")
+    crop_config = config.replace(window_seconds=seconds)
+    recordings = cache.recordings_of_rows(indices)
+    noise = None
+    if wave_augment is not None and wave_augment.noise_p:
+        if background is None:
+            raise ConfigError("WaveAugment.noise_p is set but no background noise was given (background=, "
+                              "--background): a waveform cache or a folder of recordings")
+        if isinstance(background, NoiseBank):
+            noise = background
+        elif isinstance(background, Cache) or (Path(background) / "zarr.json").is_file():
+            noise = NoiseBank.from_cache(background, config.sample_rate)
+        else:
+            noise = NoiseBank.from_folder(background, config.sample_rate)
+    dataset = CropDataset(cache, crop_config.n_samples, recordings, targets=targets,
+                          secondary_weight=secondary_weight, noise=noise)
+    sampler = CropSampler(
+        dataset.samples, crop_config.n_samples, weighting=crop_weighting if shuffle else "windows",
+        hop=config.hop_samples, shuffle=shuffle, seed=seed, rank=rank, world_size=world_size,
+        drop_last=drop_last, split=split, batch_size=batch_size,
+        noise_lengths=None if noise is None else noise.lengths)
+    if split == "batches":
+        batch_size //= world_size
+    stats = None if normalize is False or normalize is None else cache.stats if normalize is True else normalize
+    transform = CropTransform(cache, crop_config, stats, wave_augment if shuffle else None,
+                              augment if shuffle else None, seed, sampler.rank, backend=backend)
+    return SpectrogramLoader(dataset, sampler, batch_size, device=device, num_workers=num_workers,
+                             prefetch=prefetch, seed=seed, drop_last=drop_last, transform=transform)
+
+
 class SpectrogramLoader:
     """Iterate for ``(x, y)`` batches; see :func:`make_loader`, which builds it."""
 
     def __init__(self, dataset: SpectrogramDataset, sampler: ChunkShuffleSampler, batch_size: int, *,
                  device=None, num_workers: int = 0, prefetch: int = 2, normalize: bool | Mapping = True,
-                 augment: Augment | None = None, seed: int = 0, drop_last: bool = False):
+                 augment: Augment | None = None, seed: int = 0, drop_last: bool = False, transform=None):
         import torch
         from torch.utils.data import BatchSampler
 
@@ -140,9 +214,12 @@ class SpectrogramLoader:
         config = cache.config
         self.value_scale = cache.value_scale
         self.n_classes = len(cache.class_names)
-        stats = None if normalize is False or normalize is None else cache.stats if normalize is True else normalize
-        self.transform = BatchTransform(cache, stats, augment, seed, sampler.rank,
-                                        cache.delta_axes if dataset.residuals else ())
+        if transform is None:
+            stats = None if normalize is False or normalize is None else cache.stats if normalize is True else normalize
+            transform = BatchTransform(cache, stats, augment, seed, sampler.rank,
+                                       cache.delta_axes if dataset.residuals else ())
+        #: stored batch -> (model input, targets): a BatchTransform, or a CropTransform
+        self.transform = transform
         #: stored values -> model input, the same object inference uses (train = serve)
         self.model_input = self.transform.model_input
         self._consumed = 0  # items of the current epoch handed to the caller
@@ -239,7 +316,7 @@ class SpectrogramLoader:
             x, y = self._transform(specs, labels, epoch, batch_number)
             return x, y, None
         with torch.cuda.stream(self._stream):
-            host_x, host_y, copied = self._pinned_slot(specs)
+            host_x, host_y, copied = self._pinned_slot(specs, labels)
             copied.synchronize()  # the last copy out of this buffer has finished
             n = len(labels)
             host_x[:n].copy_(specs)
@@ -252,15 +329,17 @@ class SpectrogramLoader:
             done.record(self._stream)
         return x, y, done
 
-    def _pinned_slot(self, specs):
+    def _pinned_slot(self, specs, labels):
         import torch
 
         slot, self._slot = self._slot, 1 - self._slot
         held = self._pinned[slot]
-        if held is None or held[0].dtype != specs.dtype or held[0].shape[1:] != specs.shape[1:]:
-            shape = (max(self.batch_size, len(specs)), *specs.shape[1:])
-            held = (torch.empty(shape, dtype=specs.dtype, pin_memory=True),
-                    torch.empty(shape[0], dtype=torch.int64, pin_memory=True),
+        if held is None or any(h.dtype != t.dtype or h.shape[1:] != t.shape[1:]
+                               for h, t in ((held[0], specs), (held[1], labels))):
+            rows = max(self.batch_size, len(specs))
+            # labels: int64 (B,), or float32 (B, n_classes) multi-hot targets
+            held = (torch.empty((rows, *specs.shape[1:]), dtype=specs.dtype, pin_memory=True),
+                    torch.empty((rows, *labels.shape[1:]), dtype=labels.dtype, pin_memory=True),
                     torch.cuda.Event())
             held[2].record(self._stream)
             self._pinned[slot] = held

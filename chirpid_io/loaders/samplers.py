@@ -189,7 +189,10 @@ class CropSampler(ChunkShuffleSampler):
       ``shuffle=False`` keeps recording order).
 
     A crop's first sample is uniform over ``0 .. length - crop`` (0 for a recording
-    shorter than ``crop``, which is then zero-padded by the reader). Everything depends
+    shorter than ``crop``, which is then zero-padded by the reader). With
+    ``noise_lengths`` (the segments of a background-noise bank) every slot also gets a
+    noise crop: a segment drawn in proportion to its length, a uniform start, and the
+    items become ``(recording, first sample, noise segment, its first sample)``. Everything depends
     only on ``seed`` and the epoch, so the same epoch gives the same crops on any machine
     and a resumed run continues with them; the split between ranks, padding and
     ``state_dict`` are :class:`ChunkShuffleSampler`'s, over the epoch's crop slots.
@@ -197,8 +200,10 @@ class CropSampler(ChunkShuffleSampler):
 
     def __init__(self, lengths, crop: int, *, weighting: str = "recording", hop: int | None = None,
                  shuffle: bool = True, seed: int = 0, rank: int = 0, world_size: int = 1,
-                 drop_last: bool = False, split: str = "contiguous", batch_size: int | None = None):
+                 drop_last: bool = False, split: str = "contiguous", batch_size: int | None = None,
+                 noise_lengths=None):
         lengths = np.asarray(lengths, dtype=np.int64).reshape(-1)
+        self.noise_lengths = None if noise_lengths is None else np.asarray(noise_lengths, dtype=np.int64)
         if weighting not in WEIGHTINGS:
             raise ConfigError(f"weighting must be one of {', '.join(WEIGHTINGS)}, got {weighting!r}")
         if crop <= 0:
@@ -224,23 +229,34 @@ class CropSampler(ChunkShuffleSampler):
         super().__init__(slots, 1, shuffle=shuffle, pool_chunks=1, seed=seed, rank=rank,
                          world_size=world_size, drop_last=drop_last, split=split, batch_size=batch_size)
 
-    def crops(self, epoch: int) -> tuple[np.ndarray, np.ndarray]:
-        """(recording, first sample) of every slot of ``epoch``, by slot."""
-        if self.weighting == "windows":
-            return self._fixed
+    def crops(self, epoch: int) -> tuple[np.ndarray, ...]:
+        """(recording, first sample[, noise segment, its first sample]) of every slot of
+        ``epoch``, by slot."""
         if self._epoch_crops is not None and self._epoch_crops[0] == epoch:
             return self._epoch_crops[1]
         rng = np.random.default_rng([self.seed, epoch, 0x63726F70])  # apart from the order's stream
-        if self.weighting == "duration":
-            recording = rng.choice(len(self.lengths), size=self.n, p=self.lengths / self.lengths.sum())
+        if self.weighting == "windows":
+            columns = self._fixed
         else:
-            recording = np.arange(self.n, dtype=np.int64)
-        room = np.maximum(self.lengths[recording] - self.crop, 0)
-        start = np.floor(rng.random(self.n) * (room + 1)).astype(np.int64)
-        self._epoch_crops = (epoch, (recording.astype(np.int64), start))
-        return self._epoch_crops[1]
+            if self.weighting == "duration":
+                recording = rng.choice(len(self.lengths), size=self.n, p=self.lengths / self.lengths.sum())
+            else:
+                recording = np.arange(self.n, dtype=np.int64)
+            columns = (recording.astype(np.int64), _uniform_starts(rng, self.lengths[recording], self.crop))
+        if self.noise_lengths is not None:
+            lengths = self.noise_lengths
+            segment = rng.choice(len(lengths), size=self.n, p=lengths / lengths.sum()).astype(np.int64)
+            columns = (*columns, segment, _uniform_starts(rng, lengths[segment], self.crop))
+        self._epoch_crops = (epoch, columns)
+        return columns
 
     def __iter__(self):
-        recording, start = self.crops(self.epoch)
+        columns = self.crops(self.epoch)
         for slot in super().__iter__():
-            yield int(recording[slot]), int(start[slot])
+            yield tuple(int(c[slot]) for c in columns)
+
+
+def _uniform_starts(rng: np.random.Generator, lengths: np.ndarray, crop: int) -> np.ndarray:
+    """A uniform first sample in ``0 .. length - crop`` for each length (0 if shorter)."""
+    room = np.maximum(lengths - crop, 0)
+    return np.floor(rng.random(len(lengths)) * (room + 1)).astype(np.int64)
