@@ -261,9 +261,8 @@ class SpectrogramLoader:
         import torch
 
         x = specs.to(self.device)
-        if self.dataset.residuals:  # stored differences: wrapping cumulative sums, last first
-            for axis in reversed(self.dataset.cache.delta_axes):
-                x = torch.cumsum(x, dim=axis, dtype=torch.int32).bitwise_and_(255)
+        if self.dataset.residuals:  # stored differences: wrapping cumulative sums (Cache.undo_residuals)
+            x = self.dataset.cache.undo_residuals(x)
         y = labels.to(self.device)
         plan = None
         if self.augment is not None:
