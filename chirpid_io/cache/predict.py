@@ -91,36 +91,33 @@ def encode(windows: np.ndarray) -> np.ndarray:
 def decode(stored: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
     """Stored (..., n_mels + header_rows, frames) -> the windows, into ``out`` (new by
     default; never ``stored`` itself). Mode bytes above 3 are read modulo 4."""
-    import torch
-
     stored = np.asarray(stored, dtype=np.uint8)
     *lead, total, frames = stored.shape
     header, n_mels = _split(total, frames)
     out = np.empty((*lead, n_mels, frames), np.uint8) if out is None else out
-    modes = stored[..., :header, :].reshape(*lead, header * frames)[..., :n_mels]
-    diffs = stored[..., header:, :]
-    framed = np.empty((*lead, n_mels, frames), np.uint8)
-    torch.cumsum(torch.from_numpy(diffs), dim=-1, dtype=torch.uint8, out=torch.from_numpy(framed))
-    plain = (modes & FRAME_DIFF) == 0
-    if plain.any():
-        framed[plain] = diffs[plain]
-    starts = (modes & BAND_DIFF) == 0
-    if not starts[..., 1:].any():
-        torch.cumsum(torch.from_numpy(framed), dim=-2, dtype=torch.uint8, out=torch.from_numpy(out))
-        return out
-    # each band minus the running sum just below the start of its run of bands (row 0: zeros)
-    rows = np.empty((*lead, n_mels + 1, frames), np.uint8)
-    rows[..., 0, :] = 0
-    torch.cumsum(torch.from_numpy(framed), dim=-2, dtype=torch.uint8, out=torch.from_numpy(rows[..., 1:, :]))
-    starts[..., 0] = True
-    first = np.maximum.accumulate(np.where(starts, np.arange(n_mels), 0), axis=-1)
-    if not lead:
-        below = rows[first]  # a row gather (take_along_axis is 10x slower)
-    else:
-        flat = rows.reshape(-1, n_mels + 1, frames)
-        below = flat[np.arange(len(flat))[:, None], first.reshape(len(flat), n_mels)].reshape(out.shape)
-    np.subtract(rows[..., 1:, :], below, out=out)
+    for index in np.ndindex(*lead):  # window by window: its rows stay in cache (one window per chunk: once)
+        _decode_window(stored[index], out[index], header, n_mels)
     return out
+
+
+def _decode_window(stored: np.ndarray, out: np.ndarray, header: int, n_mels: int) -> None:
+    import torch
+
+    modes = stored[:header].reshape(-1)[:n_mels]
+    diffs = stored[header:]
+    rows = np.empty((n_mels + 1, stored.shape[1]), np.uint8)  # row 0 stays 0: "the band below band 0"
+    rows[0] = 0
+    summed = rows[1:]
+    torch.cumsum(torch.from_numpy(diffs), dim=1, dtype=torch.uint8, out=torch.from_numpy(summed))
+    plain = np.flatnonzero((modes & FRAME_DIFF) == 0)
+    if plain.size:
+        summed[plain] = diffs[plain]
+    torch.from_numpy(summed).cumsum_(dim=0)  # in place, wrapping in uint8
+    starts = (modes & BAND_DIFF) == 0
+    starts[0] = True
+    # each band minus the running sum just below the start of its run of bands
+    first = np.maximum.accumulate(np.where(starts, np.arange(n_mels), 0))
+    np.subtract(summed, rows[first], out=out)
 
 
 def undo_stored(x):
