@@ -201,3 +201,21 @@ def test_plain_zarr_reads_a_per_band_cache_through_the_entry_point(per_band_cach
 
     np.testing.assert_array_equal(np.load(io.BytesIO(out.stdout)), open_cache(per_band_cache).read(
         np.arange(len(open_cache(per_band_cache)))))
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_cuda_loader_on_a_per_band_cache_equals_cpu(per_band_cache, real_windows):
+    from chirpid_io.loaders import Augment, make_loader
+
+    stored = predict.encode(real_windows)
+    got = predict.undo_stored(torch.from_numpy(stored).cuda())
+    assert got.device.type == "cuda"
+    np.testing.assert_array_equal(got.cpu().numpy(), real_windows)
+    cache = open_cache(per_band_cache)
+    gpu = make_loader(cache, 8, device="cuda", seed=2, augment=Augment(gain_db=3.0))
+    cpu = make_loader(cache, 8, device="cpu", seed=2, augment=Augment(gain_db=3.0))
+    assert gpu.dataset.residuals
+    for (xg, yg), (xc, yc) in zip(gpu, cpu):
+        torch.testing.assert_close(xg.cpu(), xc, rtol=0, atol=1e-5)
+        assert torch.equal(yg.cpu(), yc)
