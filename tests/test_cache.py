@@ -366,6 +366,7 @@ def test_old_png_set_is_imported_without_recomputing(corpus, tmp_path):
 @pytest.mark.parametrize("dtype, storage", [
     ("uint8", StorageOptions(chunk_windows=2, shard_windows=4, delta="none")),
     ("uint8", StorageOptions(chunk_windows=2, shard_windows=4, delta="band", level=5)),
+    ("uint8", StorageOptions(chunk_windows=1, shard_windows=4, delta="per-band")),
     ("float16", StorageOptions(chunk_windows=2, shard_windows=4)),
 ])
 def test_batch_reads_equal_zarr_for_every_storage_option(corpus, tmp_path, dtype, storage):

@@ -11,7 +11,9 @@ zarr = pytest.importorskip("zarr")
 
 from chirpid_io.cache import StorageOptions  # noqa: E402
 from chirpid_io.cache import format as fmt  # noqa: E402
+from chirpid_io.cache import predict  # noqa: E402
 from chirpid_io.cache.codec import BandDelta, register  # noqa: E402
+from chirpid_io.cache.predict import BandPredict  # noqa: E402
 from chirpid_io.cache.files import LocalStore  # noqa: E402
 from chirpid_io.cache.shards import ChunkError, ShardCodec  # noqa: E402
 from chirpid_io.errors import CacheError, ConfigError  # noqa: E402
@@ -39,6 +41,9 @@ CASES = [  # (dtype, storage, windows): partial last chunk and partial last shar
     ("uint8", StorageOptions(chunk_windows=1, shard_windows=4, delta="band"), 9),
     ("uint8", StorageOptions(chunk_windows=2, shard_windows=4, delta="none", level=9), 7),
     ("float16", StorageOptions(chunk_windows=1, shard_windows=4), 10),
+    ("uint8", StorageOptions(chunk_windows=1, shard_windows=8, delta="per-band"), 19),
+    ("uint8", StorageOptions(chunk_windows=3, shard_windows=6, delta="per-band", level=7), 14),
+    ("float16", StorageOptions(chunk_windows=1, shard_windows=4, delta="per-band"), 5),  # float16: no filter
 ]
 
 
@@ -47,6 +52,8 @@ def test_specs_metadata_is_what_zarr_writes_for_the_same_codecs(tmp_path, dtype,
     import zarr.codecs as zc
 
     filters = [BandDelta(axis=a) for a in storage.delta_axes(dtype)]
+    if storage.band_predict(dtype):
+        filters = [BandPredict()]
     zarr.create_array(tmp_path / "z", shape=(n, *SHAPE), dtype=dtype, chunks=(storage.chunk_windows, *SHAPE),
                       shards=(storage.shard_windows, *SHAPE), fill_value=0, filters=filters,
                       compressors=[zc.ZstdCodec(level=storage.level), zc.Crc32cCodec()],
@@ -76,6 +83,12 @@ def test_reads_equal_zarrs_in_any_order(tmp_path, dtype, storage, n):
     out = np.empty((wanted.size, *SHAPE), dtype)
     codec.read_sorted(wanted, out)
     np.testing.assert_array_equal(out, data[wanted])
+    stored = np.empty((wanted.size, *codec.stored_window_shape), dtype)  # as kept for the GPU
+    codec.read_sorted(wanted, stored, keep_differences=True)
+    if codec.band_predict:
+        np.testing.assert_array_equal(stored, predict.encode(data[wanted]))
+    elif not codec.delta_axes:
+        np.testing.assert_array_equal(stored, data[wanted])
 
 
 def test_a_missing_shard_or_unwritten_chunk_is_damage_not_zeros(tmp_path):
@@ -95,7 +108,8 @@ def test_a_missing_shard_or_unwritten_chunk_is_damage_not_zeros(tmp_path):
 
 def test_only_zstd_is_offered_and_old_flags_still_parse():
     assert StorageOptions(delta=True).delta == "band" and StorageOptions(delta=False).delta == "none"
-    with pytest.raises(ConfigError, match="unknown 'time'"):
+    assert StorageOptions(delta="per-band").delta_axes("uint8") == ()
+    with pytest.raises(ConfigError, match="unknown 'time'.*'per-band'"):
         StorageOptions(delta="time")
     with pytest.raises(ConfigError, match="compressor: unknown 'blosc-lz4'; use 'zstd'"):
         StorageOptions(compressor="blosc-lz4")

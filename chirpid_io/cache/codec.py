@@ -73,10 +73,14 @@ class BandDelta(ArrayArrayCodec):
 
 
 def register() -> None:
-    """Make the codec known in this process (the entry point does it for installed copies)."""
+    """Make the codecs (this one and ``chirpid.band_predict``) known in this process (the
+    entry point does it for installed copies)."""
     from zarr.registry import register_codec
 
+    from .predict import NAME as PREDICT, BandPredict
+
     register_codec(NAME, BandDelta)
+    register_codec(PREDICT, BandPredict)
 
 
 def undo_delta(data: np.ndarray, axis: int, out: np.ndarray | None = None) -> np.ndarray:

@@ -140,16 +140,38 @@ class Cache:
     @property
     def delta_axes(self) -> tuple[int, ...]:
         """Axes of a (window, mel, frame) batch that ``read(..., residuals=True)`` leaves
-        differenced, in the order they were differenced: (1, 2), (1,) or () for none."""
+        differenced, in the order they were differenced: (1, 2), (1,) or () for none
+        (also for ``delta="per-band"``, whose stored form :meth:`undo_residuals` undoes)."""
         return self._shards.delta_axes
+
+    @property
+    def stored_shape(self) -> tuple[int, ...]:
+        """Shape of one window as ``read(..., residuals=True)`` gives it: ``config.shape``,
+        or (n_mels + header rows, frames) for ``delta="per-band"`` (``predict.py``)."""
+        return self._shards.stored_window_shape
+
+    def undo_residuals(self, x):
+        """A torch batch as ``read(..., residuals=True)`` gives it (on any device) -> the
+        windows: int32 in 0..255 for uint8 caches (wrapping sums in int32: CUDA has no
+        uint8 cumsum), ``x`` itself when nothing is stored as differences."""
+        import torch
+
+        if self._shards.band_predict:
+            from .predict import undo_stored
+
+            return undo_stored(x)
+        for axis in reversed(self.delta_axes):  # last differenced first
+            x = torch.cumsum(x, dim=axis, dtype=torch.int32).bitwise_and_(255)
+        return x
 
     def read(self, indices, *, residuals: bool = False, out: np.ndarray | None = None) -> np.ndarray:
         """Windows at ``indices`` (in that order), stored dtype, (len, n_mels, frames).
 
         ``residuals=True`` skips undoing the stored differences (:attr:`delta_axes`):
-        values come back as stored, wrapping uint8 differences, for a caller that undoes
-        them elsewhere (the loader, with cumulative sums on the GPU). ``out``: an array of
-        that shape and dtype to fill (e.g. in shared memory) instead of a new one.
+        values come back as stored, wrapping uint8 differences, (len, *stored_shape), for
+        a caller that undoes them elsewhere (the loader, on the GPU: :meth:`undo_residuals`).
+        ``out``: an array of that shape and dtype to fill (e.g. in shared memory) instead
+        of a new one.
 
         The indices are sorted, so every chunk touched is read and decompressed once
         however the batch is ordered; shard files are read directly (``shards.py``).
@@ -158,7 +180,7 @@ class Cache:
         indices = np.asarray(indices, dtype=np.int64).reshape(-1)
         if indices.size and (indices.min() < 0 or indices.max() >= len(self)):
             raise IndexError(f"window index out of range for a cache of {len(self)} windows")
-        shape = (indices.size, *self.config.shape)
+        shape = (indices.size, *(self.stored_shape if residuals else self.config.shape))
         if out is None:
             out = np.empty(shape, dtype=self.config.storage_dtype)
         elif out.shape != shape or out.dtype != np.dtype(self.config.storage_dtype):

@@ -11,7 +11,8 @@ specification:
   C order, (offset, nbytes) as little-endian uint64 ((2**64-1, 2**64-1) for a chunk never
   written), then the CRC32C of the index;
 - an inner chunk is [``chirpid.band_delta`` along mel bands, then along frames, each
-  optional] -> bytes -> zstd -> CRC32C of the compressed bytes, appended little-endian.
+  optional, or ``chirpid.band_predict`` (``predict.py``)] -> bytes -> zstd -> CRC32C of
+  the compressed bytes, appended little-endian.
 
 Tests check that zarr reads what this module writes and that it writes what zarr would.
 Unlike zarr, which reads a missing shard or chunk as the fill value, this module treats
@@ -27,6 +28,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..errors import CacheError
+from . import predict
 from .codec import undo_delta
 from .format import SPECS, StorageOptions
 
@@ -53,12 +55,20 @@ class ShardCodec:
     shard_windows: int
     delta_axes: tuple[int, ...]  #: chunk axes differenced, in order: a value of format.DELTA_AXES
     level: int
+    band_predict: bool = False  #: chunks go through ``chirpid.band_predict`` (then no delta_axes)
 
     @classmethod
     def create(cls, store, window_shape, dtype: str, storage: StorageOptions) -> "ShardCodec":
         return cls(store=store, window_shape=tuple(window_shape), dtype=np.dtype(dtype).newbyteorder("<"),
                    chunk_windows=storage.chunk_windows, shard_windows=storage.shard_windows,
-                   delta_axes=storage.delta_axes(dtype), level=storage.level)
+                   delta_axes=storage.delta_axes(dtype), level=storage.level,
+                   band_predict=storage.band_predict(dtype))
+
+    @property
+    def stored_window_shape(self) -> tuple[int, ...]:
+        """Shape of one window as stored (``read_sorted(..., keep_differences=True)`` gives
+        it): the window's, or with ``chirpid.band_predict``'s header rows in front."""
+        return predict.stored_shape(self.window_shape) if self.band_predict else self.window_shape
 
     @property
     def chunks_per_shard(self) -> int:
@@ -85,6 +95,8 @@ class ShardCodec:
         for c in range(-(-k // step)):
             chunk = np.zeros((step, *self.window_shape), self.dtype)  # fill value past the end
             chunk[: min(step, k - c * step)] = windows[c * step : (c + 1) * step]
+            if self.band_predict:
+                chunk = predict.encode(chunk)
             for axis in self.delta_axes:
                 moved = np.moveaxis(chunk, axis, 0)
                 moved[1:] -= moved[:-1].copy()
@@ -105,7 +117,8 @@ class ShardCodec:
     def read_sorted(self, windows: np.ndarray, out: np.ndarray, rows: np.ndarray | None = None,
                     keep_differences: bool = False) -> None:
         """Fill ``out[rows[i]]`` with window ``windows[i]`` (``rows`` default: 0, 1, ...);
-        with ``keep_differences=True``, with its differences as stored (see ``delta_axes``).
+        with ``keep_differences=True``, with the window as stored (see ``delta_axes``;
+        ``out`` then has ``stored_window_shape`` windows).
 
         ``windows`` must be sorted and lie inside the cache. Each shard touched is opened
         once, and each chunk touched is read and decompressed once (a window asked for
@@ -136,7 +149,8 @@ class ShardCodec:
                     self._read_chunk(handle, key, index, int(c), out[row], first, keep_differences)
                 return
             bounds = np.flatnonzero(np.diff(chunk_of)) + 1
-            buffer = np.empty((self.chunk_windows, *self.window_shape), self.dtype)
+            shape = self.stored_window_shape if keep_differences else self.window_shape
+            buffer = np.empty((self.chunk_windows, *shape), self.dtype)
             for group in np.split(np.arange(rows.size), bounds):  # a chunk is decoded once
                 c = int(chunk_of[group[0]])
                 self._read_chunk(handle, key, index, c, buffer, first, keep_differences)
@@ -169,13 +183,19 @@ class ShardCodec:
         if len(raw) != nbytes or google_crc32c.value(data) != int.from_bytes(raw[-CRC_BYTES:], "little"):
             raise ChunkError(where, *self._window_range(shard_start, chunk), "is damaged (CRC32C mismatch)")
         undo = () if keep_differences else self.delta_axes
-        plain = np.empty_like(dest) if undo else dest
+        predicted = self.band_predict and not keep_differences
+        if predicted:  # dest is (..., n_mels, frames); the stored chunk has header rows too
+            plain = np.empty((*dest.shape[:-2], *self.stored_window_shape), self.dtype)
+        else:
+            plain = np.empty_like(dest) if undo else dest
         decompressor = _decompressor()  # outside the try: a missing module is no damage
         try:
             plain.reshape(-1).view(np.uint8)[:] = np.frombuffer(
                 decompressor.decompress(data, max_output_size=plain.nbytes), np.uint8)
         except Exception as exc:  # noqa: BLE001 - a bad frame, whatever zstd raises for it
             raise ChunkError(where, *self._window_range(shard_start, chunk), f"is damaged (zstd: {exc})") from exc
+        if predicted:
+            predict.decode(plain, out=dest)
         for k, axis in enumerate(reversed(undo)):  # chunk axes counted from the end: dest may be 2-d
             plain = undo_delta(plain, axis - 3, out=dest if k == len(undo) - 1 else None)
 

@@ -301,8 +301,6 @@ class CropTransform:
     """int16 crops (B, crop) or (B, 2, crop) with noise -> model input (B, 1, n_mels,
     frames) and targets, on whatever device they are on; picklable (CPU workers run it)."""
 
-    residual_axes = ()
-
     def __init__(self, cache, config, stats, wave_augment: WaveAugment | None, augment: Augment | None,
                  seed: int, rank: int, backend: str = "torch"):
         """``config``: the cache's recipe with the crop's ``window_seconds``."""

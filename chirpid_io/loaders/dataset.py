@@ -59,8 +59,8 @@ class SpectrogramDataset:
 
     @property
     def item_shape(self) -> tuple[int, ...]:
-        """Shape of one item as ``read_batch`` gives it."""
-        return tuple(self.cache.config.shape)
+        """Shape of one item as ``read_batch`` gives it (as stored, with ``residuals``)."""
+        return tuple(self.cache.stored_shape if self.residuals else self.cache.config.shape)
 
     @property
     def item_dtype(self) -> str:

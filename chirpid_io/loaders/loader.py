@@ -216,8 +216,7 @@ class SpectrogramLoader:
         self.n_classes = len(cache.class_names)
         if transform is None:
             stats = None if normalize is False or normalize is None else cache.stats if normalize is True else normalize
-            transform = BatchTransform(cache, stats, augment, seed, sampler.rank,
-                                       cache.delta_axes if dataset.residuals else ())
+            transform = BatchTransform(cache, stats, augment, seed, sampler.rank, residuals=dataset.residuals)
         #: stored batch -> (model input, targets): a BatchTransform, or a CropTransform
         self.transform = transform
         #: stored values -> model input, the same object inference uses (train = serve)
@@ -354,12 +353,13 @@ class BatchTransform:
     augmentation of one batch; the same wherever it runs (the caller's device, or a CPU
     worker process, which writes straight into shared memory). Picklable."""
 
-    def __init__(self, cache, stats, augment: Augment | None, seed: int, rank: int, residual_axes=()):
+    def __init__(self, cache, stats, augment: Augment | None, seed: int, rank: int, residuals: bool = False):
         config = cache.config
         self.value_scale = cache.value_scale
         self.n_classes = len(cache.class_names)
         self.augment, self.seed, self.rank = augment, seed, rank
-        self.residual_axes = tuple(residual_axes)
+        #: batches come as stored differences (read with residuals=True): undone here
+        self.undo = cache.undo_residuals if residuals else None
         self.frames = config.shape[1]
         #: stored values -> model input, the same object inference uses (train = serve)
         self.model_input = ModelInput(stats, cache.value_scale, config.n_mels)
@@ -377,8 +377,8 @@ class BatchTransform:
         ``out``: a float32 tensor of the input's shape to write into (shared memory)."""
         import torch
 
-        for axis in reversed(self.residual_axes):  # stored differences: wrapping cumulative sums, last first
-            x = torch.cumsum(x, dim=axis, dtype=torch.int32).bitwise_and_(255)
+        if self.undo is not None:  # stored differences: wrapping cumulative sums (Cache.undo_residuals)
+            x = self.undo(x)
         plan = None
         if self.augment is not None:
             rng = np.random.default_rng([self.seed, epoch, self.rank, batch_number])
