@@ -105,6 +105,7 @@ class ObjectStore:
         self._pool = None
         self._next_part: dict[str, int] = {}
         self._fence = None  #: set by the held lock: raises once the lock is lost
+        self._bucket_seen = False
 
     def __repr__(self) -> str:
         return f"ObjectStore({str(self.root)!r})"
@@ -164,14 +165,16 @@ class ObjectStore:
         text = str(exc)
         code = _s3_code(text)
         bucket = _BUCKET_WORD.get(self.scheme, "bucket")
-        if code in ("NoSuchBucket", "ContainerNotFound") or "bucket does not exist" in text.lower():
-            return CacheError(f"{shown(self.root)}: the {bucket} {shown(self.bucket)!r} does not exist at this "
-                              f"endpoint; create it, or fix the URL or {_ENDPOINT.get(self.scheme, 'the endpoint')}")
+        if _no_bucket(text):
+            return self._no_bucket()
         if isinstance(exc, FileNotFoundError) or isinstance(exc, oe.NotFoundError):
-            return CacheFileError(self.root, key, "is missing")
+            # a HEAD has no body to say whether the object or the bucket is missing: ask once
+            return self._bucket_failure() or CacheFileError(self.root, key, "is missing")
         if isinstance(exc, (oe.PermissionDeniedError, oe.UnauthenticatedError)) or code in (
                 "InvalidAccessKeyId", "SignatureDoesNotMatch", "AccessDenied", "ExpiredToken"):
-            return CacheError(f"{shown(self.root)}: access denied ({code or type(exc).__name__}); set "
+            status = re.search(r"\b(40[13] [A-Z][a-z]+)", text)
+            why = code or (status.group(1) if status else type(exc).__name__)
+            return CacheError(f"{shown(self.root)}: access denied ({why}); set "
                               f"{_CREDENTIALS.get(self.scheme, 'the credentials')} for an identity that may read "
                               f"and write this {bucket}")
         if isinstance(exc, oe.PreconditionError):
@@ -181,6 +184,24 @@ class ObjectStore:
             return CacheError(f"{shown(self.root)}: cannot reach the object store at {shown(endpoint)} "
                               f"({_first_line(exc)}); check {_ENDPOINT.get(self.scheme, 'the endpoint')} and the network")
         return CacheFileError(self.root, key, f"cannot be accessed ({_first_line(exc)})")
+
+    def _bucket_failure(self) -> CacheError | None:
+        """The error for a missing bucket, or None when it exists; asked once per store."""
+        import obstore
+
+        if self._bucket_seen:
+            return None
+        try:
+            obstore.list_with_delimiter(self._store(), None)
+        except Exception as exc:  # noqa: BLE001
+            return self._no_bucket() if _no_bucket(str(exc)) else None
+        self._bucket_seen = True
+        return None
+
+    def _no_bucket(self) -> CacheError:
+        return CacheError(f"{shown(self.root)}: the {_BUCKET_WORD.get(self.scheme, 'bucket')} {shown(self.bucket)!r} "
+                          f"does not exist at this endpoint; create it, or fix the URL or "
+                          f"{_ENDPOINT.get(self.scheme, 'the endpoint')}")
 
     def _call(self, key: str, function, *args, **kwargs):
         try:
@@ -206,7 +227,7 @@ class ObjectStore:
             if not isinstance(failure, CacheFileError) or "is missing" in failure.reason:
                 raise failure from None
             # an empty object has no suffix range: take it whole
-            result = self._call(key, obstore.get)
+            result = self._call(key, obstore.get, key)
             tail = bytes(result.bytes())
         meta = result.meta
         size = int(meta["size"])
@@ -648,6 +669,10 @@ def _log_folder(key: str) -> str:
 
 def _part_key(key: str, number: int) -> str:
     return f"{_log_folder(key)}/{number:08d}.jsonl"
+
+
+def _no_bucket(text: str) -> bool:
+    return _s3_code(text) in ("NoSuchBucket", "ContainerNotFound") or "bucket does not exist" in text.lower()
 
 
 def _s3_code(text: str) -> str | None:
