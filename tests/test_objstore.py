@@ -114,6 +114,10 @@ def test_urls_stay_urls_and_bad_ones_are_refused():
     for bad in ("s3:///cache", "s3://bucket/a/../b", "s3://bucket//cache"):
         with pytest.raises(CacheError, match="not a usable cache URL"):
             open_store(bad)
+    with pytest.raises(CacheError) as caught:  # refused by obstore before any request
+        open_store("s3://bucket/evil\x1b[2J\nname/c").exists("zarr.json")
+    assert "\n" not in str(caught.value) and "\x1b" not in str(caught.value)
+    assert str(caught.value).startswith("s3://bucket/evil\\x1b[2J\\nname/c: cannot configure the object store")
 
 
 # -- the same cache, in a bucket ----------------------------------------------------------
@@ -339,27 +343,33 @@ def test_a_reader_keeps_the_last_finished_state_while_an_append_rewrites_its_las
 
     url = "s3://bucket/append"
     rng = np.random.default_rng(0)
-    images = rng.integers(0, 256, (40, *small_config.shape), dtype=np.uint8)
+    images = rng.integers(0, 256, (40, *small_config.shape), dtype=np.uint8)  # 2 KB each, incompressible
 
-    def add(writer, i, count):
-        writer.add_recording({"path": f"a/{i}.wav", "class_name": "a", "status": "ok"}, images[:count],
+    def add(writer, i, first, count):
+        writer.add_recording({"path": f"a/{i}.wav", "class_name": "a", "status": "ok"}, images[first:first + count],
                              np.arange(count, dtype=float), np.ones(count))
 
     with CacheWriter(url, small_config, STORAGE) as writer:
-        add(writer, 0, 20)  # one full shard and 4 windows in the second
+        add(writer, 0, 0, 28)  # one full shard and 12 windows (24 KB) in the second
         writer.finish()
     pinned = open_cache(url)
-    before = pinned.read(np.arange(20))
+    np.testing.assert_array_equal(pinned.read(np.arange(28)), images[:28])
+    kept = pinned.store._tails["specs/c/1/0/0"]  # that shard's tail, kept for the next batch
     with CacheWriter(url, small_config, STORAGE) as writer:
-        add(writer, 1, 20)  # rewrites shard 1 whole and writes shard 2, not finished yet
-        writer._flush(writer._buffer_start + 8)
-        assert len(open_cache(url)) == 20  # a new reader sees the last finished state
-        np.testing.assert_array_equal(pinned.read(np.arange(20)), before)
+        add(writer, 1, 28, 12)  # rewrites shard 1 whole and writes shard 2; not finished yet
+        writer._flush(writer._buffer_start + 16)
+        assert len(open_cache(url)) == 28  # a new reader sees the last finished state
+        # the pinned reader's kept tail is of the old version: its ranges are refused
+        # (If-Match), the shard is opened afresh, and the windows it pinned are unchanged
+        np.testing.assert_array_equal(pinned.read(np.arange(10, 28)), images[10:28])
+        assert pinned.store._tails.get("specs/c/1/0/0", (0, None))[1] != kept[1]  # dropped, read afresh
         writer.finish()
-    np.testing.assert_array_equal(pinned.read(np.arange(20)), before)
+    np.testing.assert_array_equal(pinned.read(np.arange(28)[::-1]), images[:28][::-1])
+    assert len(pinned) == 28
     grown = open_cache(url)
     assert len(grown) == 40
-    np.testing.assert_array_equal(grown.read(np.arange(40)), np.concatenate([images[:20], images[:20]]))
+    np.testing.assert_array_equal(grown.read(np.arange(40)), images)
+    assert verify_cache(url).ok
 
 
 def test_an_object_replaced_between_two_reads_is_noticed(s3):

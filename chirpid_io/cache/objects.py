@@ -2,9 +2,9 @@
 
 The same methods as ``files.LocalStore``, over objects under the URL's prefix (the key
 ``specs/c/0/0/0`` of ``s3://bucket/cache`` is the object ``cache/specs/c/0/0/0``). Why
-obstore (not fsspec/s3fs): on random batches of 42 windows against a local S3 server it
-read 1.5-2x as many windows per second with a fifth of the client CPU per window
-(``benchmarks/objstore_reads.py``), and it has the conditional puts the lock needs.
+obstore (not fsspec/s3fs): fetching random batches of 42 windows from a local S3 server it
+read 2.3x as many windows per second with a seventh of the client CPU per window
+(``benchmarks/objstore_reads.py``, README), and it has the conditional puts the lock needs.
 
 How the guarantees of a cache on disk carry over:
 
@@ -51,6 +51,7 @@ import socket
 import threading
 import time
 from bisect import bisect_right
+from collections import OrderedDict
 from datetime import timedelta
 
 from ..errors import CacheError
@@ -63,6 +64,11 @@ LOG_KEYS = (fmt.JOURNAL,)
 #: Bytes fetched from the end of an object when it is opened: a shard's index (4 KiB for
 #: 256 chunks) and every small object whole, in one request.
 TAIL_BYTES = 64 << 10
+#: Of a shard opened for a batch, the last bytes kept after the batch (its index: 4 KiB for
+#: 256 chunks), for this many shards, so the next batch's reads of it need one request, not
+#: two; a kept tail is used only with If-Match on the version it came from (see ``open_many``).
+TAIL_KEPT_BYTES = 16 << 10
+TAILS_KEPT = 1024
 #: Ranges of one object less than this far apart are fetched as one request.
 COALESCE_BYTES = 128 << 10
 #: Requests in flight at once for one batch.
@@ -78,7 +84,7 @@ _CREDENTIALS = {
 _ENDPOINT = {"s3": "AWS_ENDPOINT_URL", "gs": "GOOGLE_CLOUD_STORAGE_URL", "az": "AZURE_STORAGE_ENDPOINT"}
 _BUCKET_WORD = {"s3": "bucket", "gs": "bucket", "az": "container"}
 _PART = re.compile(r"^(\d{8})\.jsonl$")
-#: the process whose obstore runtime is running (see ``_check_not_forked``)
+#: the process whose obstore runtime is running (see ``ObjectStore._store``)
 _runtime_pid: int | None = None
 
 
@@ -106,6 +112,8 @@ class ObjectStore:
         self._next_part: dict[str, int] = {}
         self._fence = None  #: set by the held lock: raises once the lock is lost
         self._bucket_seen = False
+        self._tails: OrderedDict = OrderedDict()  # key -> (size, e_tag, tail_start, tail), most recent last
+        self._tails_lock = threading.Lock()
 
     def __repr__(self) -> str:
         return f"ObjectStore({str(self.root)!r})"
@@ -234,15 +242,44 @@ class ObjectStore:
         return ObjectFile(self, key, size, meta.get("e_tag"), size - len(tail), tail)
 
     def open_many(self, keys: list[str]) -> dict[str, "ObjectFile"]:
-        """:meth:`open` of each key in parallel; keys that cannot be opened are left out
-        (opening them alone gives the error)."""
+        """:meth:`open` of each key in parallel, for the shards of a batch; keys that cannot
+        be opened are left out (opening them alone gives the error).
+
+        The tails of shards opened before are kept (:data:`TAILS_KEPT`) and reused without
+        a request: every range read through such a handle asks for the version the tail
+        came from, so a shard rewritten since (an append) raises :class:`ObjectChanged`,
+        which drops the kept tail and makes ``shards.py`` open the shard afresh. Only
+        shard reads use this; :meth:`open` and :meth:`read` always ask the store."""
+        out, todo = {}, []
+        with self._tails_lock:
+            for key in keys:
+                kept = self._tails.get(key)
+                if kept is None:
+                    todo.append(key)
+                else:
+                    self._tails.move_to_end(key)
+                    out[key] = ObjectFile(self, key, *kept)
+
         def attempt(key):
             try:
                 return self.open(key)
             except CacheFileError:
                 return None
 
-        return {key: f for key, f in zip(keys, self._map(attempt, keys)) if f is not None}
+        for key, handle in zip(todo, self._map(attempt, todo)):
+            if handle is None:
+                continue
+            out[key] = handle
+            tail = handle.tail[-TAIL_KEPT_BYTES:]
+            with self._tails_lock:
+                self._tails[key] = (handle.size, handle.e_tag, handle.size - len(tail), tail)
+                while len(self._tails) > TAILS_KEPT:
+                    self._tails.popitem(last=False)
+        return out
+
+    def _forget(self, key: str) -> None:
+        with self._tails_lock:
+            self._tails.pop(key, None)
 
     def prefetch(self, wanted: dict) -> None:
         """Fetch ``{handle: [(offset, length), ...]}`` in parallel (nearby ranges of one
@@ -262,11 +299,13 @@ class ObjectStore:
         def fetch(job):
             handle, start, end = job
             try:
-                handle._keep(start, handle._fetch(start, end))
+                return handle._fetch(start, end)
             except CacheError:
-                pass
+                return None
 
-        self._map(fetch, jobs)
+        for (handle, start, _), data in zip(jobs, self._map(fetch, jobs)):  # kept here, in one thread
+            if data is not None:
+                handle._keep(start, data)
 
     def read(self, key: str, limit: int | None = None) -> bytes:
         """The whole content of ``key`` (refused when larger than ``limit`` bytes)."""
@@ -354,6 +393,7 @@ class ObjectStore:
             if data:
                 self.append(key, data)
             return
+        self._forget(key)
         self._call(key, obstore.put, key, bytes(data), use_multipart=False)
 
     def append(self, key: str, data: bytes) -> None:
@@ -405,6 +445,7 @@ class ObjectStore:
         if key in LOG_KEYS:
             self._remove_log(key)
             return
+        self._forget(key)
         self._call(key, obstore.delete, key)
 
     def stale_temporaries(self, folder: str) -> list[str]:
@@ -477,7 +518,7 @@ class ObjectFile:
         i = bisect_right(self._starts, offset) - 1
         if i >= 0:
             start, data = self._spans[i]
-            if end <= start + len(data):
+            if start <= offset and end <= start + len(data):
                 return data[offset - start : end - start]
         data = self._fetch(offset, min(end, self.tail_start))
         if end > self.tail_start:
@@ -491,7 +532,11 @@ class ObjectFile:
         options = {"range": (start, end)}
         if self.e_tag:
             options["if_match"] = self.e_tag
-        result = self.store._call(self.key, obstore.get, self.key, options=options)
+        try:
+            result = self.store._call(self.key, obstore.get, self.key, options=options)
+        except ObjectChanged:
+            self.store._forget(self.key)
+            raise
         return bytes(result.bytes())
 
     def _keep(self, start: int, data: bytes) -> None:
