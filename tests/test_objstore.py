@@ -120,6 +120,13 @@ def test_urls_stay_urls_and_bad_ones_are_refused():
     assert str(caught.value).startswith("s3://bucket/evil\\x1b[2J\\nname/c: cannot configure the object store")
 
 
+def test_importing_chirpid_io_and_its_cache_does_not_import_obstore():
+    probe = subprocess.run([sys.executable, "-c", "import sys, chirpid_io, chirpid_io.cache, chirpid_io.cache.objects; "
+                            "print([m for m in ('obstore', 'boto3', 'moto') if m in sys.modules])"],
+                           capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(REPO)}, timeout=120)
+    assert probe.stdout.strip() == "[]", probe.stderr
+
+
 # -- the same cache, in a bucket ----------------------------------------------------------
 
 
@@ -258,6 +265,34 @@ def test_verify_names_a_damaged_and_a_missing_shard_object(s3, remote):
     checked = cli("verify", "s3://bucket/damaged", "--no-progress")
     assert checked.returncode == 1 and "s3://bucket/damaged: specs: 1 of the" in checked.stderr
     assert "chunk 0 of shard file specs/c/1/0/0 is damaged" in checked.stderr
+
+
+def test_a_lost_journal_is_rebuilt_and_a_damaged_one_is_named(s3, remote, small_config):
+    from chirpid_io.manifest import samples_dir
+
+    copy_prefix(s3, "cache", "nojournal")
+    client = s3.client()
+    parts = sorted(k for k in objects(s3, "nojournal") if k.startswith("build-journal/"))
+    assert parts[0] == "build-journal/00000001.jsonl" and len(parts) == 18  # one per shard written
+    for key in parts:
+        client.delete_object(Bucket=s3.bucket, Key=f"nojournal/{key}")
+    report = build_cache(samples_dir(), "s3://bucket/nojournal", small_config, storage=STORAGE, progress=False)
+    assert report.recordings_already_cached == 30 and report.windows_added == 0
+    assert any(n.startswith("s3://bucket/nojournal/build-journal/ (the journal: its line N is the object N.jsonl, N in "
+                            "8 digits) is missing: rebuilt it from the finished cache") for n in report.notes), report.notes
+    assert sorted(k for k in objects(s3, "nojournal") if k.startswith("build-journal/")) == ["build-journal/00000001.jsonl"]
+    assert verify_cache("s3://bucket/nojournal").ok
+    # an unfinished first build whose third line is damaged: named, with what to delete
+    copy_prefix(s3, "cache", "badline")
+    group = json.loads(client.get_object(Bucket=s3.bucket, Key="badline/zarr.json")["Body"].read())
+    for key in ("counts", "stats", "band_sums", "provenance"):
+        del group["attributes"][key]
+    group["attributes"]["state"] = "building"
+    client.put_object(Bucket=s3.bucket, Key="badline/zarr.json", Body=json.dumps(group).encode())
+    client.put_object(Bucket=s3.bucket, Key="badline/build-journal/00000003.jsonl", Body=b'{"v": 2}\n')
+    with pytest.raises(CacheError, match=r"s3://bucket/badline/build-journal/ \(the journal: .*\): line 3 is damaged "
+                                         r"\(missing key\(s\) first_window.*Fix: delete line 3 and every later line"):
+        build_cache(samples_dir(), "s3://bucket/badline", small_config, storage=STORAGE, progress=False)
 
 
 def test_a_truncated_shard_object_is_damage_not_a_crash(s3, remote):

@@ -162,6 +162,10 @@ class LocalStore:
         """:meth:`check` of each key (an object store answers them from one listing)."""
         return [self.check(key) for key in keys]
 
+    def describe(self, key: str) -> str:
+        """Where ``key`` is, for a message (an object store keeps some keys otherwise)."""
+        return str(self.root / key)
+
     def listdir(self, key: str = "") -> list[str]:
         """Names in the folder ``key`` ([] when it does not exist); links are listed too
         (so that ``verify`` can report them), never followed."""

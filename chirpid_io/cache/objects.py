@@ -38,7 +38,8 @@ forked process that touches a store fails with that explanation instead of hangi
 Credentials and endpoint come only from the standard environment variables, read by
 obstore (``AWS_ACCESS_KEY_ID``, ``AWS_SECRET_ACCESS_KEY``, ``AWS_SESSION_TOKEN``,
 ``AWS_REGION``, ``AWS_ENDPOINT_URL``, ``AWS_ALLOW_HTTP`` for a plain-HTTP endpoint;
-``GOOGLE_SERVICE_ACCOUNT``...; ``AZURE_STORAGE_ACCOUNT_NAME``, ``AZURE_STORAGE_ACCOUNT_KEY``...),
+``GOOGLE_SERVICE_ACCOUNT``, ``GOOGLE_APPLICATION_CREDENTIALS``...; ``AZURE_STORAGE_ACCOUNT_NAME``,
+``AZURE_STORAGE_ACCOUNT_KEY``...),
 never from a file of chirpid-io's.
 """
 
@@ -78,10 +79,10 @@ LOCK_STALE_SECONDS = 300.0
 
 _CREDENTIALS = {
     "s3": "AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (and AWS_SESSION_TOKEN for temporary credentials)",
-    "gs": "GOOGLE_SERVICE_ACCOUNT (a service-account key file) or GOOGLE_APPLICATION_CREDENTIALS",
+    "gs": "GOOGLE_SERVICE_ACCOUNT (a service-account key file), GOOGLE_SERVICE_ACCOUNT_KEY or GOOGLE_APPLICATION_CREDENTIALS",
     "az": "AZURE_STORAGE_ACCOUNT_NAME and AZURE_STORAGE_ACCOUNT_KEY (or a SAS token, AZURE_STORAGE_SAS_KEY)",
 }
-_ENDPOINT = {"s3": "AWS_ENDPOINT_URL", "gs": "GOOGLE_CLOUD_STORAGE_URL", "az": "AZURE_STORAGE_ENDPOINT"}
+_ENDPOINT = {"s3": "AWS_ENDPOINT_URL", "gs": "GOOGLE_BASE_URL", "az": "AZURE_STORAGE_ENDPOINT"}
 _BUCKET_WORD = {"s3": "bucket", "gs": "bucket", "az": "container"}
 _PART = re.compile(r"^(\d{8})\.jsonl$")
 #: the process whose obstore runtime is running (see ``ObjectStore._store``)
@@ -248,8 +249,10 @@ class ObjectStore:
         The tails of shards opened before are kept (:data:`TAILS_KEPT`) and reused without
         a request: every range read through such a handle asks for the version the tail
         came from, so a shard rewritten since (an append) raises :class:`ObjectChanged`,
-        which drops the kept tail and makes ``shards.py`` open the shard afresh. Only
-        shard reads use this; :meth:`open` and :meth:`read` always ask the store."""
+        which drops the kept tail and makes ``shards.py`` open the shard afresh. (A shard
+        small enough to be kept whole is served as kept: an append leaves the windows a
+        reader pinned unchanged.) Only shard reads use this; :meth:`open` and :meth:`read`
+        always ask the store."""
         out, todo = {}, []
         with self._tails_lock:
             for key in keys:
@@ -344,6 +347,12 @@ class ObjectStore:
         folder = os.path.commonprefix([k.rsplit("/", 1)[0] + "/" for k in keys]).rpartition("/")[0]
         present = {meta["path"] for meta in self._list(folder)}
         return [None if key in present else "is missing" for key in keys]
+
+    def describe(self, key: str) -> str:
+        """Where ``key`` is, for a message: a log is a folder of objects, line N in the Nth."""
+        if key in LOG_KEYS:
+            return f"{self.root / _log_folder(key)}/ (the journal: its line N is the object N.jsonl, N in 8 digits)"
+        return str(self.root / key)
 
     def listdir(self, key: str = "") -> list[str]:
         """Names directly below ``key`` (objects and "folders"; [] when there are none)."""

@@ -124,7 +124,7 @@ class CacheWriter:
         n_mels = self.config.n_mels
         raw = self.store.read(fmt.JOURNAL) if self.store.exists(fmt.JOURNAL) else b""
         reading = read_journal(raw, n_mels)
-        journal = f"{shown(self.path / fmt.JOURNAL)}"
+        journal = shown(self.store.describe(fmt.JOURNAL))
         counts = self.attrs.get("counts")
         entries = reading.entries
         if counts is None:  # never finished: the journal is all there is
