@@ -8,7 +8,6 @@ import argparse
 import json
 import os
 import sys
-from pathlib import Path
 
 from . import __version__
 from .errors import ChirpIOError
@@ -23,6 +22,7 @@ EPILOG = """examples:
   chirpid-io merge-cache my-cache parts/part-*
   chirpid-io inspect my-cache --recipe > recipe.toml
   chirpid-io verify my-cache
+  chirpid-io build-cache recordings/ s3://bucket/my-cache   # AWS_* variables give credentials and endpoint
   chirpid-io train my-cache models/ --epochs 30
   chirpid-io predict models/ rec.wav --json
   chirpid-io tune my-cache search/ --trials 20 --jobs 2
@@ -80,7 +80,9 @@ def _add_build(commands) -> None:
             "(--recipe, as `inspect --recipe` prints it), changed by any flag below. Running the same command "
             "again resumes a killed build, does nothing on a finished one, and appends recordings added since."),
     )
-    p.add_argument("paths", nargs="+", metavar="SOURCE OUT", help="input and cache folder (only OUT with --samples)")
+    p.add_argument("paths", nargs="+", metavar="SOURCE OUT",
+                   help="input, and the cache: a folder or an object-store URL (s3://bucket/prefix, gs://..., az://...; "
+                        "credentials and endpoint from the standard environment variables) (only OUT with --samples)")
     p.add_argument("--samples", action="store_true",
                    help="use the bundled sample recordings as SOURCE (implies --pad-short; default: off)")
     inputs = p.add_argument_group("the input")
@@ -120,7 +122,7 @@ def _add_build(commands) -> None:
                           "RANK/WORLD_SIZE, in a SLURM array SLURM_ARRAY_TASK_ID/SLURM_ARRAY_TASK_COUNT)")
     run.add_argument("--overwrite", action="store_true",
                      help="replace an existing cache at OUT: the new one is built beside it and swapped in only "
-                          "once complete (default: resume or extend OUT)")
+                          "once complete; folders only, refused for an object-store URL (default: resume or extend OUT)")
     run.add_argument("--no-progress", action="store_true",
                      help="no progress bar (default: a bar on a terminal, none otherwise)")
     p.set_defaults(run=_run_build)
@@ -232,7 +234,7 @@ def _add_inspect(commands) -> None:
         description="Show what a cache holds: its recipe and fingerprint, windows and recordings, windows per "
                     "class (as the primary label and as any label), the input's extra columns, codecs and bytes. "
                     "--recipe prints the recipe as a file that build-cache --recipe reads; --json the attributes.")
-    p.add_argument("cache", help="cache folder")
+    p.add_argument("cache", help="cache folder or object-store URL (s3://bucket/prefix, gs://..., az://...)")
     shown_as = p.add_mutually_exclusive_group()
     shown_as.add_argument("--json", action="store_true", help="print the attributes as JSON (default: a summary)")
     shown_as.add_argument("--recipe", action="store_true",
@@ -252,7 +254,7 @@ def _run_inspect(args) -> int:
         print(recipe_text(cache.config, cache.storage), end="")
         return 0
     counts = cache.attrs["counts"]
-    size = sum(p.stat().st_size for p in Path(cache.path).rglob("*") if p.is_file() and not p.is_symlink())
+    size = cache.store.total_bytes()
     base = {"window_id", "recording_id", "path", "label", "class_name", "labels", "group", "start_seconds", "rms"}
     extra = [c for c in cache.windows.column_names if c not in base]
     lines = [
@@ -261,7 +263,7 @@ def _run_inspect(args) -> int:
         f"recordings: {counts['recordings']} ({counts['skipped_recordings']} skipped)",
         f"storage: {cache.chunk_windows} window(s) per chunk, {cache.shard_windows} per shard file; codecs: "
         + ", ".join(_codec_names(cache)),
-        f"size on disk: {size / 2**20:.2f} MiB ({size / max(len(cache), 1) / 1024:.1f} KiB per window)",
+        f"size {'on disk' if cache.store.kind == 'local' else 'in the store'}: {size / 2**20:.2f} MiB ({size / max(len(cache), 1) / 1024:.1f} KiB per window)",
         "recipe: " + ", ".join(f"{k}={v}" for k, v in cache.config.to_dict().items()),
         "input columns kept on each window: " + (", ".join(map(shown, extra)) if extra else "none"),
         f"windows per class (primary label, any label):",
@@ -291,7 +293,7 @@ def _add_verify(commands) -> None:
                     "and compare them with the stored statistics, and check the metadata, the arrays and the tables "
                     "against each other: links, FIFOs, missing or truncated files, edited attributes, labels "
                     "outside the classes. Prints ok, or every finding with its file (exit 1).")
-    p.add_argument("cache", help="cache folder")
+    p.add_argument("cache", help="cache folder or object-store URL (s3://bucket/prefix, gs://..., az://...)")
     p.add_argument("--no-progress", action="store_true",
                    help="no progress bar (default: a bar on a terminal, none otherwise)")
     p.set_defaults(run=_run_verify)

@@ -27,6 +27,7 @@ from ..manifest import Recording, discover
 from ..text import shown
 from . import format as fmt
 from .decode import EMPTY_INFO, Decoded, decode_recording
+from .files import cache_location, is_url, open_store
 from .legacy_import import import_legacy
 from .format import StorageOptions
 from .writer import CacheWriter
@@ -136,7 +137,11 @@ def build_cache(
     from ..kernels import resolve_backend
 
     backend = resolve_backend(backend, device)
-    out = Path(out)
+    out = cache_location(out)  # a Path, or an object-store URL (never through Path: s3:// stays s3://)
+    if overwrite and is_url(out):
+        raise CacheError(f"{shown(out)}: --overwrite is for caches in folders: an object store cannot swap a prefix "
+                         "atomically, so the old cache could not stay readable until the new one is complete. Fix: "
+                         "build into a new prefix and use that, or remove the old objects first")
     target = _overwrite_target(out, config) if overwrite else out
     report = BuildReport(out, backend=backend, device=device)
     report.notes += manifest.notes
@@ -163,7 +168,7 @@ def build_cache(
         _replace(out, target)
         report.notes.append(f"replaced the old cache at {shown(out)} (--overwrite)")
     report.seconds = time.perf_counter() - started
-    report.bytes_on_disk = sum(p.stat().st_size for p in out.rglob("*") if p.is_file() and not p.is_symlink())
+    report.bytes_on_disk = open_store(out).total_bytes()
     return report
 
 

@@ -14,9 +14,10 @@ Writes are whole files: a temporary name, ``fsync``, a rename over the old file,
 after a power cut. The disk filling up becomes a :class:`~chirpid_io.errors.CacheError`
 that names the file and the fix, and leaves no temporary file behind.
 
-Keys are POSIX paths relative to the cache root ("specs/c/0/0/0"). An object store can
-stand behind the same methods (whole objects, range reads), which is why nothing else in
-``chirpid_io.cache`` touches the file system directly.
+Keys are POSIX paths relative to the cache root ("specs/c/0/0/0"). An object store stands
+behind the same methods (``objects.ObjectStore``: whole objects, range reads), which is why
+nothing else in ``chirpid_io.cache`` touches the file system directly; :func:`open_store`
+picks one for a location (a path, or an ``s3://``, ``gs://`` or ``az://`` URL).
 """
 
 from __future__ import annotations
@@ -33,6 +34,61 @@ _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 _FILE_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
 
 
+#: URL schemes of the object stores a cache can live on (through obstore, ``objects.py``)
+URL_SCHEMES = ("s3", "gs", "az")
+
+
+class ObjectURL(str):
+    """A cache location on an object store, ``s3://bucket/prefix`` without a trailing "/".
+
+    A ``str`` (it prints, compares and pickles as the URL) that joins keys with ``/`` like a
+    Path, so messages that name ``location / key`` read the same for both kinds of store.
+    """
+
+    def __truediv__(self, key) -> "ObjectURL":
+        return ObjectURL(f"{self}/{str(key).strip('/')}")
+
+    @property
+    def name(self) -> str:
+        return self.rsplit("/", 1)[-1]
+
+    @property
+    def scheme(self) -> str:
+        return self.split("://", 1)[0]
+
+
+def is_url(location) -> bool:
+    """True for an object-store URL (``s3://``, ``gs://``, ``az://``)."""
+    return isinstance(location, str) and location.split("://", 1)[0] in URL_SCHEMES and "://" in location
+
+
+def cache_location(location) -> "Path | ObjectURL":
+    """A cache's location as given: an :class:`ObjectURL` for an object-store URL (never
+    through ``Path``, which would turn ``s3://b/c`` into ``s3:/b/c``), else a Path."""
+    if isinstance(location, ObjectURL):
+        return location
+    if is_url(location):
+        return ObjectURL(location.rstrip("/"))
+    text = os.fspath(location)
+    scheme = text.split(":/", 1)[0] if isinstance(text, str) and ":/" in text else None
+    if scheme in URL_SCHEMES:  # "s3:/b/c": a URL mangled by Path() or mistyped
+        raise CacheError(f"{shown(text)}: looks like an object-store URL with one slash; write "
+                         f"{scheme}://{shown(text.split(':/', 1)[1].lstrip('/'))} (and pass URLs as strings, not Path objects)")
+    return Path(location)
+
+
+def open_store(location):
+    """The store of a cache at ``location``: :class:`LocalStore` for a path,
+    ``objects.ObjectStore`` for an ``s3://``, ``gs://`` or ``az://`` URL (credentials and
+    endpoint from the standard environment variables, see ``objects.py``)."""
+    where = cache_location(location)
+    if isinstance(where, ObjectURL):
+        from .objects import ObjectStore
+
+        return ObjectStore(where)
+    return LocalStore(where)
+
+
 class CacheFileError(CacheError):
     """A file of a cache is missing, is not a regular file, or could not be read or written.
 
@@ -40,10 +96,15 @@ class CacheFileError(CacheError):
     apart so that ``verify`` can list findings without parsing messages.
     """
 
-    def __init__(self, root: Path, key: str, reason: str, fix: str = ""):
-        self.root, self.key, self.reason = Path(root), key, reason
+    def __init__(self, root, key: str, reason: str, fix: str = ""):
+        self.root, self.key, self.reason = cache_location(root), key, reason
         message = f"{shown(self.root / key)}: {reason}"
         super().__init__(f"{message}; {fix}" if fix else message)
+
+
+class ObjectChanged(CacheFileError):
+    """An object was replaced between two reads of it (a writer rewrote it): read it again.
+    Only an object store raises it (``objects.py``); a local file stays what was opened."""
 
 
 class LocalStore:
@@ -97,6 +158,14 @@ class LocalStore:
         except CacheFileError as exc:
             return exc.reason
 
+    def check_many(self, keys: list[str]) -> list[str | None]:
+        """:meth:`check` of each key (an object store answers them from one listing)."""
+        return [self.check(key) for key in keys]
+
+    def describe(self, key: str) -> str:
+        """Where ``key`` is, for a message (an object store keeps some keys otherwise)."""
+        return str(self.root / key)
+
     def listdir(self, key: str = "") -> list[str]:
         """Names in the folder ``key`` ([] when it does not exist); links are listed too
         (so that ``verify`` can report them), never followed."""
@@ -129,6 +198,23 @@ class LocalStore:
                     yield key, "file"
                 else:
                     yield key, "special"
+
+    def total_bytes(self) -> int:
+        """Bytes of all regular files below the root (links not followed)."""
+        return sum(p.stat().st_size for p in self.root.rglob("*") if p.is_file() and not p.is_symlink())
+
+    # -- the build lock (``lock.py``) --------------------------------------------------------
+    def take_lock(self):
+        """Hold this cache's build lock (one writer at a time) until ``close()``."""
+        from .lock import BuildLock
+
+        return BuildLock(self.root)
+
+    def build_status(self) -> str:
+        """Whether a build is writing the cache now, for a cache that never finished."""
+        from .lock import build_status
+
+        return build_status(self.root)
 
     # -- writing ---------------------------------------------------------------------------
     def write(self, key: str, data: bytes) -> None:

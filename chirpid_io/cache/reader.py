@@ -14,12 +14,14 @@ label sets even if another process appends and finishes meanwhile (appends only 
 the end of every file; see ``format.py``). While an append runs, a new ``Cache`` opens the
 last finished state. Only a cache that never finished is refused, with whether a build is
 running now or was interrupted.
+
+``path`` may be an object-store URL (``s3://bucket/prefix``, ``gs://``, ``az://``): the
+same checks and reads go through ``objects.ObjectStore`` (``files.open_store``).
 """
 
 from __future__ import annotations
 
 from functools import cached_property
-from pathlib import Path
 
 import numpy as np
 
@@ -28,8 +30,7 @@ from ..errors import CacheError, FingerprintMismatchError
 from ..kernels import value_scale
 from ..text import shown
 from . import format as fmt
-from .files import CacheFileError, LocalStore
-from .lock import build_status
+from .files import CacheFileError, open_store
 from .shards import ChunkError, ShardCodec
 from .vectors import read_table, read_vector
 
@@ -45,8 +46,8 @@ class Cache:
     """
 
     def __init__(self, path, config: SpectrogramConfig | None = None):
-        self.path = Path(path)
-        self.store = LocalStore(self.path)
+        self.store = open_store(path)
+        self.path = self.store.root  # a Path, or an ObjectURL (a str) for an object store
         attrs = _open_attrs(self.store)
         self.attrs = attrs
         self.config = SpectrogramConfig.from_dict(attrs["config"])
@@ -201,6 +202,8 @@ class Cache:
         from .codec import register
 
         register()
+        if self.store.kind != "local":
+            return zarr.open_array(self.store.zarr_store(fmt.SPECS), mode="r")
         return zarr.open_array(self.path / fmt.SPECS, mode="r")
 
 
@@ -212,9 +215,9 @@ def open_cache(path, config: SpectrogramConfig | None = None) -> Cache:
 # --------------------------------------------------------------------------- checks
 
 
-def _open_attrs(store: LocalStore) -> dict:
+def _open_attrs(store) -> dict:
     root = store.root
-    if not root.exists():
+    if store.kind == "local" and not root.exists():
         raise CacheError(f"{shown(root)}: no such folder; build a cache with `chirpid-io build-cache SOURCE {shown(root)}`")
     problem = store.check(fmt.GROUP_META)
     if problem == "is missing":
@@ -231,7 +234,7 @@ def _open_attrs(store: LocalStore) -> dict:
         first = problems[0]
         raise CacheError(f"{shown(root)}: {first}" + ("" if "Fix:" in first else "; " + VERIFY_HINT.format(path=shown(root))))
     if "counts" not in attrs:
-        raise CacheError(f"{shown(root)}: the first build of this cache has not finished: {build_status(root)}. "
+        raise CacheError(f"{shown(root)}: the first build of this cache has not finished: {store.build_status()}. "
                          "Run the same `chirpid-io build-cache` command again to complete it")
     return attrs
 
@@ -265,8 +268,7 @@ def missing_shards(store, codec: ShardCodec, n_windows: int) -> tuple[int, str |
     needed = codec.n_shards(n_windows)
     names = sorted(int(n) for n in store.listdir(f"{fmt.SPECS}/c") if n.isdigit() and int(n) < needed)
     present, first = 0, None
-    for i in names:
-        problem = store.check(codec.shard_key(i))
+    for i, problem in zip(names, store.check_many([codec.shard_key(i) for i in names])):
         if problem is None:
             present += 1
         elif first is None:

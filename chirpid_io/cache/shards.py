@@ -30,6 +30,7 @@ import numpy as np
 from ..errors import CacheError
 from . import predict
 from .codec import undo_delta
+from .files import ObjectChanged
 from .format import SPECS, StorageOptions
 
 EMPTY = 2**64 - 1
@@ -48,7 +49,7 @@ class ChunkError(CacheError):
 class ShardCodec:
     """The codec chain of a cache's ``specs`` array and its file layout in a store."""
 
-    store: object  #: a ``files.LocalStore`` (or an object store with the same methods)
+    store: object  #: a ``files.LocalStore`` or an ``objects.ObjectStore`` (same methods)
     window_shape: tuple[int, int]
     dtype: np.dtype
     chunk_windows: int
@@ -126,20 +127,59 @@ class ShardCodec:
         """
         rows = np.arange(windows.size) if rows is None else rows
         shards = windows // self.shard_windows
-        for group in np.split(np.arange(windows.size), np.flatnonzero(np.diff(shards)) + 1):
-            if group.size:
-                self._read_from_shard(int(shards[group[0]]), windows[group], out, rows[group], keep_differences)
+        groups = [g for g in np.split(np.arange(windows.size), np.flatnonzero(np.diff(shards)) + 1) if g.size]
+        opened = self._fetch_ahead(shards, windows, groups)
+        for group in groups:
+            shard = int(shards[group[0]])
+            handle = opened.pop(shard, None)
+            for attempt in range(3):
+                try:
+                    self._read_from_shard(shard, windows[group], out, rows[group], keep_differences, handle)
+                    break
+                except ObjectChanged as exc:  # a writer replaced the object between two reads: again
+                    handle = None
+                    if attempt == 2:
+                        raise ChunkError(f"shard file {exc.key}", int(windows[group[0]]), int(windows[group[-1]]),
+                                         exc.reason) from None
+
+    def _fetch_ahead(self, shards: np.ndarray, windows: np.ndarray, groups: list) -> dict:
+        """For a store with parallel requests (an object store): open every shard the
+        batch touches and fetch every chunk it needs, all at once, before decoding. The
+        handles then serve those reads from memory; anything that failed here is simply
+        read again below, which reports it. A local store has no ``open_many``: nothing."""
+        open_many = getattr(self.store, "open_many", None)
+        if open_many is None or not groups:
+            return {}
+        ids = [int(shards[g[0]]) for g in groups]
+        handles = open_many([self.shard_key(i) for i in ids])
+        wanted, opened = {}, {}
+        for shard, group in zip(ids, groups):
+            key = self.shard_key(shard)
+            handle = handles.get(key)
+            if handle is None:
+                continue
+            opened[shard] = handle
+            first = shard * self.shard_windows
+            try:
+                index = self._read_index(handle, key, first)
+            except ChunkError:
+                continue
+            chunks = np.unique((windows[group] - first) // self.chunk_windows)
+            wanted[handle] = [(int(o), int(n)) for o, n in index[chunks] if o != EMPTY]
+        self.store.prefetch(wanted)
+        return opened
 
     def _read_from_shard(self, shard: int, windows: np.ndarray, out: np.ndarray, rows: np.ndarray,
-                         keep_differences: bool) -> None:
+                         keep_differences: bool, handle=None) -> None:
         from .files import CacheFileError
 
         key = self.shard_key(shard)
         first = shard * self.shard_windows
-        try:
-            handle = self.store.open(key)
-        except CacheFileError as exc:
-            raise ChunkError(f"shard file {key}", int(windows[0]), int(windows[-1]), exc.reason) from None
+        if handle is None:
+            try:
+                handle = self.store.open(key)
+            except CacheFileError as exc:
+                raise ChunkError(f"shard file {key}", int(windows[0]), int(windows[-1]), exc.reason) from None
         with handle:
             index = self._read_index(handle, key, first)
             local = windows - first

@@ -26,7 +26,7 @@ import numpy as np
 from ..errors import CacheError
 from ..text import shown
 from . import format as fmt
-from .files import CacheFileError, LocalStore
+from .files import CacheFileError, open_store
 from .reader import missing_shards, specs_problem
 from .shards import ChunkError, ShardCodec
 from .stats import BandSums, band_sums
@@ -47,10 +47,10 @@ class VerifyReport:
 def verify_cache(path_or_cache, progress: bool | None = False) -> VerifyReport:
     """Check a cache (a path or an open ``Cache``); every finding goes into the report."""
     path = getattr(path_or_cache, "path", path_or_cache)
-    store = LocalStore(path)
-    report = VerifyReport(str(path))
+    store = open_store(path)  # a folder, or an object-store URL
+    report = VerifyReport(str(path) if store.kind == "local" else str(store.root))
     problems = report.problems
-    if not store.root.is_dir():
+    if store.kind == "local" and not store.root.is_dir():
         problems.append(f"{shown(store.root)}: no such folder")
         return report
     for key, kind in store.walk():
@@ -184,7 +184,9 @@ def _check_shards(store, codec: ShardCodec, n: int, config, report: VerifyReport
                                f"or unusable (first: {first})")
     total = BandSums.zero(config.n_mels)
     readable = True
-    shards = sorted(i for i in present if i < needed and store.check(codec.shard_key(i)) is None)
+    candidates = sorted(i for i in present if i < needed)
+    shards = [i for i, problem in zip(candidates, store.check_many([codec.shard_key(i) for i in candidates]))
+              if problem is None]
     buffer = np.empty((codec.shard_windows, *config.shape), config.storage_dtype)
     for shard in tqdm(shards, desc="verify", unit="shard", disable=None if progress is None else not progress):
         low, high = shard * codec.shard_windows, min((shard + 1) * codec.shard_windows, n)
@@ -208,6 +210,6 @@ def _check_shards(store, codec: ShardCodec, n: int, config, report: VerifyReport
     return total if readable and not n_missing else None
 
 
-def _relative(message: str, store: LocalStore) -> str:
+def _relative(message: str, store) -> str:
     return message.replace(f"{shown(store.root)}/", "").replace(f"{store.location}/", "")
 

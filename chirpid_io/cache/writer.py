@@ -15,7 +15,10 @@ Why it never loses data:
 - ``labels``, the label sets, the tables and finally the attributes are rewritten whole,
   in that order, when the build finishes. Until the attributes say otherwise, readers see
   the last finished state (``reader.py``), even while an append runs.
-- One writer at a time (``lock.py``).
+- One writer at a time (``lock.py``; on an object store a lock object, ``objects.py``).
+
+On an object store (``s3://...``, ``objects.py``) the same holds with whole-object puts in
+place of renames and one object per journal line in place of an appended file.
 """
 
 from __future__ import annotations
@@ -31,9 +34,8 @@ from ..config import SpectrogramConfig
 from ..errors import CacheError, ConfigError, FingerprintMismatchError
 from ..text import shown
 from . import format as fmt
-from .files import LocalStore
+from .files import open_store
 from .journal import Entry, base_entry, read_journal
-from .lock import BuildLock
 from .shards import ShardCodec
 from .stats import BandSums, band_sums
 from .vectors import read_table, read_vector, write_table, write_vector
@@ -54,13 +56,16 @@ class CacheWriter:
     """
 
     def __init__(self, path, config: SpectrogramConfig, storage: fmt.StorageOptions | None = None):
-        self.path = Path(path)
+        self.store = open_store(path)
+        self.path = self.store.root  # a Path, or the URL of a cache on an object store
         self.config = config
         self.notes: list[str] = []
-        _refuse_foreign_folder(self.path)
-        self.path.mkdir(parents=True, exist_ok=True)
-        self.store = LocalStore(self.path)
-        self._lock = BuildLock(self.path)
+        if self.store.kind == "local":
+            _refuse_foreign_folder(self.path)
+            self.path.mkdir(parents=True, exist_ok=True)
+        else:
+            _refuse_foreign_prefix(self.store)
+        self._lock = self.store.take_lock()
         try:
             self._open(storage)
         except BaseException:
@@ -119,7 +124,7 @@ class CacheWriter:
         n_mels = self.config.n_mels
         raw = self.store.read(fmt.JOURNAL) if self.store.exists(fmt.JOURNAL) else b""
         reading = read_journal(raw, n_mels)
-        journal = f"{shown(self.path / fmt.JOURNAL)}"
+        journal = shown(self.store.describe(fmt.JOURNAL))
         counts = self.attrs.get("counts")
         entries = reading.entries
         if counts is None:  # never finished: the journal is all there is
@@ -446,7 +451,7 @@ def _column(values: list):
         return pa.array([None if v is None else str(v) for v in values], pa.string())
 
 
-def _read_attrs(store: LocalStore) -> dict:
+def _read_attrs(store) -> dict:
     document = fmt.loads(store.read(fmt.GROUP_META, fmt.META_LIMIT), shown(store.root / fmt.GROUP_META))
     attrs = document.get("attributes")
     if not isinstance(attrs, dict):
@@ -469,6 +474,14 @@ def _refuse_foreign_folder(path: Path) -> None:
             not name.startswith(".") and name != fmt.LOCK for name in _names(path)):
         raise CacheError(f"{shown(path)}: is a folder that holds other files and is not a chirpid-io cache; "
                          "a build writes only into a new or empty folder (or an existing cache). Fix: choose a new folder")
+
+
+def _refuse_foreign_prefix(store) -> None:
+    """The same for a prefix of an object store: only a cache's own objects may be there."""
+    names = store.listdir("")
+    if fmt.GROUP_META not in names and any(not n.startswith(".") and n != fmt.LOCK for n in names):
+        raise CacheError(f"{shown(store.root)}: holds other objects and is not a chirpid-io cache; a build writes "
+                         "only below a new or empty prefix (or an existing cache). Fix: choose a new prefix")
 
 
 def _names(path: Path) -> list[str]:

@@ -298,6 +298,8 @@ class SpectrogramLoader:
             self._dataloader = DataLoader(
                 reader, sampler=_Numbered(self), batch_size=None, collate_fn=_as_is,
                 num_workers=self.num_workers, persistent_workers=True,
+                # a cache on an object store: obstore's I/O runtime does not survive fork()
+                multiprocessing_context=None if getattr(self.dataset.cache.store, "fork_safe", True) else "spawn",
                 # at least torch's default of 2 per worker: with 1, a worker waits for its
                 # batch to be taken before reading the next (2 workers here: 1,770 against
                 # 2,020 windows/s with 4)
