@@ -64,6 +64,21 @@ class Windows(NamedTuple):
     rms: np.ndarray  #: (K,) float32, each window's RMS level (linear)
 
 
+#: int16 sample -> float sample: the scale libsndfile reads PCM_16 with, so a 16-bit
+#: recording at the recipe's rate goes through ``to_int16`` and back bit-exactly
+PCM_SCALE = 1.0 / 32768.0
+
+
+def to_int16(wave: np.ndarray) -> np.ndarray:
+    """Float samples in [-1, 1] -> int16 PCM (rounded to nearest, clipped to the range)."""
+    return np.clip(np.rint(np.asarray(wave, dtype=np.float32) * 32768.0), -32768, 32767).astype(np.int16)
+
+
+def from_int16(pcm: np.ndarray) -> np.ndarray:
+    """int16 PCM -> float32 samples (``pcm * PCM_SCALE``, exact)."""
+    return np.asarray(pcm, dtype=np.float32) * np.float32(PCM_SCALE)
+
+
 def frame_rms(wave: np.ndarray, frame_length: int, hop_length: int) -> np.ndarray:
     """RMS of centred, zero-padded frames, as ``librosa.feature.rms`` computes it."""
     half = frame_length // 2

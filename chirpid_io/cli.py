@@ -62,7 +62,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _add_build(commands) -> None:
-    from .cache.format import StorageOptions
+    from .cache.format import STORES, StorageOptions, WaveformStorage
     from .config import PRESETS, SpectrogramConfig
     from .inputs import ALL_KINDS
     from .kernels import BACKENDS
@@ -106,7 +106,15 @@ def _add_build(commands) -> None:
     add_fields(recipe, SpectrogramConfig, default_note="of the chirpid preset",
                helps={"hop_seconds": "seconds between window starts (less than the window: overlap; with "
                                      "--window-seconds alone: the window length)"})
-    add_fields(p.add_argument_group("storage (StorageOptions)"), StorageOptions)
+    stores = p.add_argument_group("what to store")
+    stores.add_argument("--store", choices=STORES,
+                        help="spectrogram: the recipe's windows as log-mel images, for make_loader's fixed windows; "
+                             "waveform: each recording's decoded mono audio as lossless int16, for random crops with "
+                             "on-device features (make_loader(crop_seconds=...), train --crop-seconds) (default: "
+                             "spectrogram, or the kind of the cache at OUT)")
+    add_fields(p.add_argument_group("spectrogram storage (StorageOptions)"), StorageOptions)
+    add_fields(p.add_argument_group("waveform storage (WaveformStorage, with --store waveform)"), WaveformStorage,
+               prefix="wave_")
     run = p.add_argument_group("the build")
     run.add_argument("--backend", default="auto", choices=("auto", *BACKENDS),
                      help="mel kernel (default: auto, the torch kernel: the only one whose GPU path a recorded GPU "
@@ -151,6 +159,19 @@ def recipe_from_args(args, samples: bool = False):
             spectrogram.setdefault("pad_short", True)
         config, stored = build_recipe(args.preset, spectrogram, storage)
     explicit = bool(args.recipe or storage)
+    from .cache.format import WaveformStorage
+
+    waves = given(args, WaveformStorage, prefix="wave_") if hasattr(args, "wave_codec") else {}
+    store = getattr(args, "store", None)
+    if store == "waveform" or waves:
+        from .errors import ConfigError
+
+        if store != "waveform":
+            raise ConfigError("--wave-* options set how a waveform cache is stored; add --store waveform")
+        if storage:
+            raise ConfigError(f"--{next(iter(storage)).replace('_', '-')} sets how spectrograms are stored; a "
+                              "waveform cache takes the --wave-* options")
+        return config, WaveformStorage(**waves) if waves else None
     return config, stored if explicit else None
 
 
@@ -177,7 +198,8 @@ def _run_build(args) -> int:
     try:
         report = build_cache(
             source, out, config, backend=args.backend, device=args.device, workers=args.workers,
-            max_per_class=args.max_per_class, batch_size=args.batch_size, storage=storage, audio_root=args.audio_root,
+            max_per_class=args.max_per_class, batch_size=args.batch_size, storage=storage, store=args.store,
+            audio_root=args.audio_root,
             class_map=args.class_map, columns=columns, kind=args.input_kind,
             allow_outside_root=args.allow_outside_root, overwrite=args.overwrite, part=part,
             progress=False if args.no_progress else None,
@@ -251,22 +273,46 @@ def _run_inspect(args) -> int:
         print(json.dumps(cache.attrs, indent=2))
         return 0
     if args.recipe:
-        print(recipe_text(cache.config, cache.storage), end="")
+        if cache.kind == "waveform":
+            from .cache.format import StorageOptions
+
+            w = cache.storage
+            print(f"# a waveform cache: build it with --recipe FILE --store waveform --wave-codec {w.codec} "
+                  f"--wave-chunk-seconds {w.chunk_seconds:g} --wave-shard-chunks {w.shard_chunks} --wave-level {w.level}")
+            print(recipe_text(cache.config, StorageOptions()), end="")
+        else:
+            print(recipe_text(cache.config, cache.storage), end="")
         return 0
     counts = cache.attrs["counts"]
     size = cache.store.total_bytes()
     base = {"window_id", "recording_id", "path", "label", "class_name", "labels", "group", "start_seconds", "rms"}
     extra = [c for c in cache.windows.column_names if c not in base]
-    lines = [
-        f"cache {shown(cache.path)} (format {cache.attrs['format_version']}, fingerprint {cache.fingerprint})",
-        f"windows: {len(cache)} x {cache.config.n_mels} mels x {cache.config.frames} frames, {cache.config.storage_dtype}",
-        f"recordings: {counts['recordings']} ({counts['skipped_recordings']} skipped)",
-        f"storage: {cache.chunk_windows} window(s) per chunk, {cache.shard_windows} per shard file; codecs: "
-        + ", ".join(_codec_names(cache)),
-        f"size {'on disk' if cache.store.kind == 'local' else 'in the store'}: {size / 2**20:.2f} MiB ({size / max(len(cache), 1) / 1024:.1f} KiB per window)",
+    where = "on disk" if cache.store.kind == "local" else "in the store"
+    lines = [f"cache {shown(cache.path)} (format {cache.attrs['format_version']}, fingerprint {cache.fingerprint})"]
+    if cache.kind == "waveform":
+        _, samples = cache.wave_spans()
+        hours = samples.sum() / cache.config.sample_rate / 3600
+        w = cache.storage
+        lines += [
+            f"waveforms: {len(samples)} recordings, {hours:.3f} h of mono int16 audio at {cache.config.sample_rate} Hz, "
+            f"in {len(cache)} chunks of {w.chunk_seconds:g} s",
+            f"recordings: {counts['recordings']} ({counts['skipped_recordings']} skipped)",
+            f"storage: {w.shard_chunks} chunks per shard file; codecs: " + ", ".join(_codec_names(cache)),
+            f"size {where}: {size / 2**20:.2f} MiB ({size / max(hours, 1e-12) / 2**20:.1f} MiB per audio hour; int16 "
+            f"PCM: {cache.config.sample_rate * 2 * 3600 / 2**20:.1f})",
+            f"statistics from {cache.stats_windows} windows of the recipe"]
+    else:
+        lines += [
+            f"windows: {len(cache)} x {cache.config.n_mels} mels x {cache.config.frames} frames, "
+            f"{cache.config.storage_dtype}",
+            f"recordings: {counts['recordings']} ({counts['skipped_recordings']} skipped)",
+            f"storage: {cache.chunk_windows} window(s) per chunk, {cache.shard_windows} per shard file; codecs: "
+            + ", ".join(_codec_names(cache)),
+            f"size {where}: {size / 2**20:.2f} MiB ({size / max(len(cache), 1) / 1024:.1f} KiB per window)"]
+    lines += [
         "recipe: " + ", ".join(f"{k}={v}" for k, v in cache.config.to_dict().items()),
         "input columns kept on each window: " + (", ".join(map(shown, extra)) if extra else "none"),
-        f"windows per class (primary label, any label):",
+        f"{'chunks' if cache.kind == 'waveform' else 'windows'} per class (primary label, any label):",
     ]
     any_label = counts.get("per_class_any", {})
     lines += [f"  {shown(name):30s} {n:>7} {any_label.get(name, n):>7}" for name, n in counts["per_class"].items()]
@@ -278,7 +324,7 @@ def _codec_names(cache) -> list[str]:
     """Each inner codec as ``name(setting=value, ...)``, from the cache's ``specs`` metadata."""
     from .cache import format as fmt
 
-    meta = fmt.specs_metadata(0, cache.config.shape, cache.config.storage_dtype, cache.storage)
+    meta = cache.layout.metadata(0)
     names = []
     for codec in meta["codecs"][0]["configuration"]["codecs"]:
         settings = ", ".join(f"{k}={v}" for k, v in (codec.get("configuration") or {}).items())

@@ -52,19 +52,22 @@ class BuildReport:
     backend: str = ""
     device: str = ""
     notes: list[str] = field(default_factory=list)  #: repairs and replacements made on the way
+    unit: str = "windows"  #: what a row of the cache is: "windows", or "chunks" of audio (waveform)
 
     def lines(self) -> list[str]:
         """The end report, one printable line per item (file names escaped)."""
         rate = self.windows_added / self.seconds if self.seconds else 0.0
         audio_rate = self.audio_seconds / self.seconds if self.seconds else 0.0
+        unit = self.unit
         out = [f"note: {note}" for note in self.notes]
         out += [
             f"cache: {shown(self.path)}",
             f"recordings: {self.recordings_added} added, {len(self.skipped)} skipped, "
             f"{self.recordings_already_cached} already cached",
-            f"windows: {self.windows_added} added ({self.windows_total} in the cache)"
-            + (f", {self.capped_windows} over --max-per-class left out" if self.capped_windows else ""),
-            f"time: {self.seconds:.1f} s ({rate:.1f} windows/s, {audio_rate:.0f} audio-s/s) "
+            f"{unit}: {self.windows_added} added ({self.windows_total} in the cache)"
+            + (f", {self.capped_windows} over --max-per-class left out" if self.capped_windows else "")
+            + (f"; {self.audio_seconds / 3600:.2f} h of audio added" if unit == "chunks" else ""),
+            f"time: {self.seconds:.1f} s ({rate:.1f} {unit}/s, {audio_rate:.0f} audio-s/s) "
             f"with {self.backend} on {self.device}",
             f"on disk: {_human(self.bytes_on_disk)}"
             + (f" ({self.bytes_on_disk / self.input_bytes:.2f}x the input audio)" if self.input_bytes else ""),
@@ -85,7 +88,8 @@ def build_cache(
     workers: int | None = None,
     max_per_class: int | None = None,
     batch_size: int = 32,
-    storage: StorageOptions | None = None,
+    storage: StorageOptions | fmt.WaveformStorage | None = None,
+    store: str | None = None,
     audio_root=None,
     class_map=None,
     columns=None,
@@ -108,6 +112,11 @@ def build_cache(
     ``backend``: "auto" (torch), "torch", "torchaudio" or "dali"; ``device``: "cpu",
     "cuda", "cuda:1"... (default: CUDA when available). ``workers``: decoding threads
     (default: CPU count, 0 decodes inline).
+
+    ``store="waveform"`` (or a ``WaveformStorage`` as ``storage``) builds a waveform
+    cache: each recording's decoded, resampled mono audio as losslessly compressed int16,
+    for :func:`~chirpid_io.loaders.make_loader`'s random crops; default: a spectrogram
+    cache, or the kind of the cache already at ``out``.
 
     ``part=(i, n)``: build part ``i`` of ``n`` (0-based) into ``out/part-III-of-NNN``, a
     normal resumable cache of the recordings whose path hashes to it (a stable SHA-256 of
@@ -145,7 +154,7 @@ def build_cache(
     target = _overwrite_target(out, config) if overwrite else out
     report = BuildReport(out, backend=backend, device=device)
     report.notes += manifest.notes
-    with CacheWriter(target, config, storage) as writer:
+    with CacheWriter(target, config, storage, store) as writer:
         report.notes += writer.notes
         done = writer.committed_paths()
         todo = [r for r in recordings if r.relpath not in done]
@@ -153,7 +162,19 @@ def build_cache(
         report.recordings_already_cached = len(recordings) - len(todo)
         writer.register_classes(manifest.class_names)
         if manifest.kind == "legacy_png":
+            if writer.kind == "waveform":
+                raise ConfigError(f"{shown(source)}: an old PNG set holds images, not audio; it cannot fill a waveform "
+                                  "cache. Fix: build the waveform cache from the recordings themselves")
             import_legacy(manifest.legacy, todo, writer, report, progress)
+        elif writer.kind == "waveform":
+            if max_per_class is not None:
+                raise ConfigError("--max-per-class caps windows; a waveform cache keeps whole recordings (balance "
+                                  "classes in the loader: crop_weighting, or a split)")
+            from .waves import store_waveforms
+
+            report.unit = "chunks"
+            store_waveforms(todo, writer, config, report, backend=backend, device=device, workers=workers,
+                            progress=progress)
         else:
             _build_from_audio(todo, writer, config, report, backend=backend, device=device,
                               workers=workers, max_per_class=max_per_class,
@@ -402,7 +423,8 @@ def _store(batch, writer: CacheWriter, config, report, backend, device) -> None:
         report.windows_added += int(finite.sum())
 
 
-def _decode_in_order(recordings: list[Recording], config, workers) -> Iterator[tuple[Recording, Decoded]]:
+def _decode_in_order(recordings: list[Recording], config, workers,
+                     waveform: bool = False) -> Iterator[tuple[Recording, Decoded]]:
     """Yield (recording, decoded) in input order, at most two recordings per worker in flight.
 
     Threads, not processes: soundfile and soxr release the GIL, so threads decode in
@@ -414,23 +436,24 @@ def _decode_in_order(recordings: list[Recording], config, workers) -> Iterator[t
         workers = os.cpu_count() or 1
     if workers <= 0 or len(recordings) <= 1:
         for rec in recordings:
-            yield rec, _decode(rec, config)
+            yield rec, _decode(rec, config, waveform)
         return
     with ThreadPoolExecutor(workers, thread_name_prefix="chirpid-decode") as pool:
         queue = iter(recordings)
-        in_flight = deque((rec, pool.submit(_decode, rec, config)) for rec in itertools.islice(queue, 2 * workers))
+        in_flight = deque((rec, pool.submit(_decode, rec, config, waveform))
+                          for rec in itertools.islice(queue, 2 * workers))
         while in_flight:
             rec, future = in_flight.popleft()
             following = next(queue, None)
             if following is not None:
-                in_flight.append((following, pool.submit(_decode, following, config)))
+                in_flight.append((following, pool.submit(_decode, following, config, waveform)))
             yield rec, future.result()
 
 
-def _decode(rec: Recording, config) -> Decoded:
+def _decode(rec: Recording, config, waveform: bool = False) -> Decoded:
     if rec.problem:  # known before opening it: a dangling link, a duplicate through a link
         return Decoded(None, dict(EMPTY_INFO), rec.problem)
-    return decode_recording(rec.path, config)
+    return decode_recording(rec.path, config, waveform=waveform)
 
 
 def _no_bar(progress: bool | None) -> bool | None:

@@ -29,6 +29,9 @@ class Decoded:
     info: dict = field(default_factory=dict)
     reason: str = ""
     chunks: object | None = None  #: an iterator of Windows, for a long recording
+    #: for a waveform cache: the whole recording as int16 (the windows are cut from it);
+    #: a long one's chunks yield its int16 blocks too, in order, before or between windows
+    pcm: np.ndarray | None = None
 
 
 #: Windows per chunk of a long recording (20 MB of float32 samples at the chirpid recipe).
@@ -40,8 +43,11 @@ EMPTY_INFO = {"duration_seconds": None, "sample_rate": None, "channels": None, "
               "content_hash": None}
 
 
-def decode_recording(path: Path, config: SpectrogramConfig) -> Decoded:
-    """Decode and window ``path``; never raises for a bad file."""
+def decode_recording(path: Path, config: SpectrogramConfig, *, waveform: bool = False) -> Decoded:
+    """Decode and window ``path``; never raises for a bad file. ``waveform``: also keep
+    the audio as int16 (``Decoded.pcm``, or int16 blocks among a long recording's
+    chunks), and cut the windows from that rounded audio, which is what a crop of the
+    waveform cache will hold."""
     info: dict = dict(EMPTY_INFO)
     header = _header(path)
     if header is not None and header.duration_seconds > STREAM_SECONDS:
@@ -49,7 +55,8 @@ def decode_recording(path: Path, config: SpectrogramConfig) -> Decoded:
 
         info.update(_describe(path, header.duration_seconds))
         decoded = Decoded(None, info)
-        decoded.chunks = Background(_stream_windows(path, config, decoded), depth=1, name="chirpid-io-stream")
+        decoded.chunks = Background(_stream_windows(path, config, decoded, waveform), depth=1,
+                                    name="chirpid-io-stream")
         return decoded
     try:
         wave = load(path, config.sample_rate)
@@ -58,6 +65,12 @@ def decode_recording(path: Path, config: SpectrogramConfig) -> Decoded:
         return Decoded(None, info, exc.reason)
     except Exception as exc:  # a bad file must never stop a build
         return Decoded(None, info, f"unexpected decoder failure ({type(exc).__name__}: {exc})")
+    pcm = None
+    if waveform:
+        from ..audio import from_int16, to_int16
+
+        pcm = to_int16(wave)
+        wave = from_int16(pcm)
     cut = windows(wave, config)
     if len(cut.samples) == 0:
         seconds = len(wave) / config.sample_rate
@@ -66,8 +79,8 @@ def decode_recording(path: Path, config: SpectrogramConfig) -> Decoded:
                       "use --pad-short to keep it")
         else:
             reason = "no window above the energy threshold (silent or near-silent)"
-        return Decoded(None, info, reason)
-    return Decoded(cut, info)
+        return Decoded(None, info, reason, pcm=pcm)
+    return Decoded(cut, info, pcm=pcm)
 
 
 def _header(path: Path):
@@ -82,8 +95,9 @@ def _header(path: Path):
         return None
 
 
-def _stream_windows(path: Path, config: SpectrogramConfig, decoded: Decoded):
-    """Windows of a long recording in chunks, as ``audio.windows`` gives them for the whole.
+def _stream_windows(path: Path, config: SpectrogramConfig, decoded: Decoded, waveform: bool = False):
+    """Windows of a long recording in chunks, as ``audio.windows`` gives them for the whole
+    (``waveform``: each decoded block first as int16, the windows cut from the rounded audio).
 
     With the energy filter on, the threshold needs the whole recording first: the first
     pass decodes it once into a temporary file (float32 samples) while measuring its frame
@@ -107,10 +121,24 @@ def _stream_windows(path: Path, config: SpectrogramConfig, decoded: Decoded):
             keep &= rms > threshold
         return Windows(samples[keep], starts[keep] / rate, rms[keep].astype(np.float32))
 
+    def blocks():
+        """(int16 block or None, float block) in order; a waveform cache's windows are cut
+        from the rounded audio."""
+        for block in stream(path, rate, info=facts):
+            if waveform:
+                from ..audio import from_int16, to_int16
+
+                pcm = to_int16(block)
+                yield pcm, from_int16(pcm)
+            else:
+                yield None, block
+
     kept = 0
     if config.energy_threshold is None:
         cutter, pairs = Cutter(n, hop), []
-        for block in stream(path, rate, info=facts):
+        for pcm, block in blocks():
+            if pcm is not None:
+                yield pcm
             pairs += cutter.add(block)
             while len(pairs) >= CHUNK_WINDOWS:
                 cut, pairs = chunk(pairs[:CHUNK_WINDOWS], None), pairs[CHUNK_WINDOWS:]
@@ -124,7 +152,9 @@ def _stream_windows(path: Path, config: SpectrogramConfig, decoded: Decoded):
     else:
         with tempfile.TemporaryFile(prefix="chirpid-io-stream-") as spool:
             energy, total = FrameEnergy(config.n_fft, config.hop_length), 0
-            for block in stream(path, rate, info=facts):
+            for pcm, block in blocks():
+                if pcm is not None:
+                    yield pcm
                 spool.write(np.ascontiguousarray(block, dtype=np.float32).tobytes())
                 energy.add(block)
                 total += len(block)

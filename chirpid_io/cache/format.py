@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 
 from ..errors import CacheError, ConfigError
 
@@ -123,6 +123,111 @@ class StorageOptions:
         return self.delta == PER_BAND and dtype == "uint8"
 
 
+#: What a cache stores (attribute ``store``): fixed windows' images, or whole recordings.
+STORES = ("spectrogram", "waveform")
+WAVES = "waves"
+#: ``WaveformStorage.codec`` values (``pcm.METHODS``; kept here so metadata needs no zarr)
+PCM_METHODS = ("flac", "delta-zstd")
+
+
+@dataclass(frozen=True)
+class WaveformStorage:
+    """How a waveform cache's ``waves`` array is chunked and compressed (README
+    "Waveform cache"; ``benchmarks/waveform_codecs.py`` measured the choices).
+
+    - ``codec``: ``"flac"`` (about 0.46 of the int16 PCM bytes on the bundled recordings,
+      0.30 on narrow-band ones; decodes about 1,400 audio-s per CPU-s) or ``"delta-zstd"``
+      (0.68 / 0.61, about 3x faster to decode).
+    - ``chunk_seconds``: audio per chunk row, the unit of a read: a 5 s crop decodes 5-6 s.
+    - ``shard_chunks``: rows per shard file, the unit of an atomic write.
+    """
+
+    codec: str = field(default="flac", metadata={"help": "lossless codec of each chunk", "choices": PCM_METHODS})
+    chunk_seconds: float = field(default=1.0, metadata={"help": "seconds of audio per chunk (the unit of a read)"})
+    shard_chunks: int = field(default=256, metadata={"help": "chunks per shard file (the unit of a write)"})
+    level: int = field(default=3, metadata={"help": "zstd level of delta-zstd (1-22)"})
+
+    def __post_init__(self):
+        if self.codec not in PCM_METHODS:
+            raise ConfigError(f"WaveformStorage.codec: unknown {self.codec!r}; use {', '.join(map(repr, PCM_METHODS))}")
+        if isinstance(self.chunk_seconds, bool) or not isinstance(self.chunk_seconds, (int, float)) or not (
+                0.05 <= self.chunk_seconds <= 60):
+            raise ConfigError(f"WaveformStorage.chunk_seconds must lie in [0.05, 60], got {self.chunk_seconds!r}")
+        for name, low, high in (("shard_chunks", 1, 1 << 16), ("level", 1, 22)):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+                raise ConfigError(f"WaveformStorage.{name} must be an integer in [{low}, {high}], got {value!r}")
+
+    # the names the shard code reads for either kind of storage
+    chunk_windows = 1
+    compressor = "zstd"
+
+    @property
+    def shard_windows(self) -> int:
+        return self.shard_chunks
+
+    def chunk_samples(self, sample_rate: int) -> int:
+        return int(round(self.chunk_seconds * sample_rate))
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "WaveformStorage":
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ConfigError(f"unknown WaveformStorage fields: {', '.join(unknown)}")
+        return cls(**data)
+
+    def delta_axes(self, dtype: str) -> tuple[int, ...]:
+        return ()
+
+    def band_predict(self, dtype: str) -> bool:
+        return False
+
+
+@dataclass(frozen=True)
+class Layout:
+    """The main array of a cache: its name, one row's shape, dtype and storage.
+
+    ``spectrogram``: ``specs`` (N, n_mels, frames), a row per window. ``waveform``:
+    ``waves`` (N, chunk_samples) int16, a row per chunk of a recording's audio (each
+    recording starts a new row; its last row is zero-padded; ``recordings.parquet``
+    gives its first row and exact ``samples``).
+    """
+
+    kind: str
+    array: str
+    row_shape: tuple[int, ...]
+    dtype: str
+    storage: object  #: StorageOptions or WaveformStorage
+    sample_rate: int
+
+    @classmethod
+    def of(cls, kind: str, config, storage) -> "Layout":
+        if kind == "waveform":
+            storage = storage if isinstance(storage, WaveformStorage) else WaveformStorage()
+            return cls(kind, WAVES, (storage.chunk_samples(config.sample_rate),), "int16", storage,
+                       config.sample_rate)
+        if kind != "spectrogram":
+            raise ConfigError(f"unknown store {kind!r}; use one of {', '.join(STORES)}")
+        storage = storage if isinstance(storage, StorageOptions) else StorageOptions()
+        return cls(kind, SPECS, tuple(config.shape), config.storage_dtype, storage, config.sample_rate)
+
+    @classmethod
+    def from_attrs(cls, attrs: dict, config) -> "Layout":
+        kind = attrs.get("store", "spectrogram")
+        options = WaveformStorage if kind == "waveform" else StorageOptions
+        return cls.of(kind, config, options.from_dict(attrs["storage"]))
+
+    def metadata(self, n_rows: int) -> dict:
+        """The array's ``zarr.json`` for ``n_rows`` rows."""
+        if self.kind == "waveform":
+            return waves_metadata(n_rows, self.row_shape[0], self.storage, self.sample_rate)
+        return specs_metadata(n_rows, self.row_shape, self.dtype, self.storage)
+
+
 # --------------------------------------------------------------------------- array metadata
 
 
@@ -150,6 +255,34 @@ def specs_metadata(n_windows: int, window_shape: tuple[int, int], dtype: str, st
         }],
         "attributes": {},
         "dimension_names": ["window", "mel", "frame"],
+        "zarr_format": 3,
+        "node_type": "array",
+        "storage_transformers": [],
+    }
+
+
+def waves_metadata(n_rows: int, chunk_samples: int, storage: WaveformStorage, sample_rate: int) -> dict:
+    """The ``waves/zarr.json`` document: int16 rows, each inner chunk ``bytes`` (little
+    endian) -> ``chirpid.pcm`` -> CRC32C, sharded as ``specs`` is."""
+    pcm = {"name": "chirpid.pcm", "configuration": {"method": storage.codec, "level": storage.level,
+                                                   "sample_rate": sample_rate}}
+    return {
+        "shape": [n_rows, chunk_samples],
+        "data_type": "int16",
+        "chunk_grid": {"name": "regular", "configuration": {"chunk_shape": [storage.shard_chunks, chunk_samples]}},
+        "chunk_key_encoding": {"name": "default", "configuration": {"separator": "/"}},
+        "fill_value": 0,
+        "codecs": [{
+            "name": "sharding_indexed",
+            "configuration": {
+                "chunk_shape": [1, chunk_samples],
+                "codecs": [{"name": "bytes", "configuration": {"endian": "little"}}, pcm, {"name": "crc32c"}],
+                "index_codecs": [{"name": "bytes", "configuration": {"endian": "little"}}, {"name": "crc32c"}],
+                "index_location": "end",
+            },
+        }],
+        "attributes": {},
+        "dimension_names": ["chunk", "sample"],
         "zarr_format": 3,
         "node_type": "array",
         "storage_transformers": [],
@@ -229,8 +362,11 @@ def attribute_problems(attrs: dict) -> list[str]:
     if config.fingerprint() != attrs["fingerprint"]:
         problems.append(f"attribute 'fingerprint' ({attrs['fingerprint']}) does not match the config it is stored "
                         f"with ({config.fingerprint()}): the attributes were edited")
+    kind = attrs.get("store", "spectrogram")
+    if kind not in STORES:
+        problems.append(f"attribute 'store' is {kind!r}, not one of {', '.join(STORES)}")
     try:
-        StorageOptions.from_dict(attrs["storage"])
+        (WaveformStorage if kind == "waveform" else StorageOptions).from_dict(attrs["storage"])
     except (ConfigError, TypeError) as exc:
         problems.append(f"attribute 'storage' is not valid ({exc})")
     names = attrs["class_names"]

@@ -21,13 +21,11 @@ from ..errors import CacheError
 from ..text import shown
 from .build import BuildReport
 from .reader import Cache, open_cache
-from .writer import BASE_COLUMNS, CacheWriter
+from .writer import BASE_COLUMNS, RECORDING_COLUMNS, CacheWriter
 
-#: The order of a recording row's own columns, as the builder writes them.
-ROW_ORDER = ("path", "class_name", "group", "manifest_index", "duration_seconds", "sample_rate", "channels",
-             "size_bytes", "content_hash", "status", "reason", "png_files")
-#: Columns the writer fills in itself.
+#: Columns the writer fills in itself; the rest of RECORDING_COLUMNS are the row's own.
 WRITER_COLUMNS = ("recording_id", "label", "first_window", "n_windows", "labels")
+ROW_ORDER = tuple(c for c in RECORDING_COLUMNS if c not in WRITER_COLUMNS)
 
 
 def merge_cache(out, parts, *, progress: bool | None = None) -> BuildReport:
@@ -56,6 +54,11 @@ def merge_cache(out, parts, *, progress: bool | None = None) -> BuildReport:
                 report.recordings_already_cached += 1
                 continue
             _copy(caches[k], row, writer, report)
+        if first.kind == "waveform":  # exact integer sums: the parts' add up to one build's
+            from .stats import BandSums
+
+            writer.set_band_sums(sum((BandSums.from_dict(c.attrs["band_sums"]) for c in caches),
+                                     BandSums.zero(first.config.n_mels)))
         if writer.changed or not writer.complete:
             writer.finish({"source": "merge-cache", "parts": [shown(c.path) for c in caches]})
         report.windows_total = writer.n_committed

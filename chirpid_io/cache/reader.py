@@ -55,19 +55,25 @@ class Cache:
             raise FingerprintMismatchError(f"cache {shown(self.path)}", self.config.diff(config))
         self.cache_id: str = attrs["cache_id"]
         self.fingerprint: str = attrs["fingerprint"]
-        self.storage = fmt.StorageOptions.from_dict(attrs["storage"])
+        #: the main array: ``specs`` (a window per row) or ``waves`` (a chunk of audio per row)
+        self.layout = fmt.Layout.from_attrs(attrs, self.config)
+        #: "spectrogram" or "waveform"
+        self.kind: str = self.layout.kind
+        self.storage = self.layout.storage
         counts = attrs["counts"]
         self._length = counts["windows"]
         self._n_recordings = counts["recordings"]
         #: class names as of the pinned state (an append only adds at the end)
         self.class_names: list[str] = list(attrs["class_names"])
         self.stats = {k: np.asarray(attrs["stats"][k], dtype=np.float64) for k in ("mean", "std")}
+        #: windows the statistics were computed over (their count is of values per band)
+        self.stats_windows = int(attrs["stats"].get("count", 0) or 0) // self.config.frames
         self.chunk_windows: int = self.storage.chunk_windows
         self.shard_windows: int = self.storage.shard_windows
         #: multiply stored values by this to get the recipe's [0, 1] images
         self.value_scale = value_scale(self.config.storage_dtype)
-        self._shards = ShardCodec.create(self.store, self.config.shape, self.config.storage_dtype, self.storage)
-        problem = specs_problem(self.store, self.config, self.storage, self._length)
+        self._shards = ShardCodec.for_layout(self.store, self.layout)
+        problem = specs_problem(self.store, self.layout, self._length)
         if problem is None:
             n_missing, first = missing_shards(self.store, self._shards, self._length)
             if n_missing:
@@ -93,7 +99,8 @@ class Cache:
 
     def __getstate__(self):
         # only plain data crosses process boundaries; tables reopen lazily on the other side
-        return {k: v for k, v in self.__dict__.items() if k not in ("windows", "recordings", "label_sets", "specs")}
+        return {k: v for k, v in self.__dict__.items()
+                if k not in ("windows", "recordings", "label_sets", "specs", "_spans")}
 
     @cached_property
     def windows(self):
@@ -166,7 +173,8 @@ class Cache:
         return x
 
     def read(self, indices, *, residuals: bool = False, out: np.ndarray | None = None) -> np.ndarray:
-        """Windows at ``indices`` (in that order), stored dtype, (len, n_mels, frames).
+        """Windows at ``indices`` (in that order), stored dtype, (len, n_mels, frames); of
+        a waveform cache, chunk rows of int16 audio (len, chunk_samples).
 
         ``residuals=True`` skips undoing the stored differences (:attr:`delta_axes`):
         values come back as stored, wrapping uint8 differences, (len, *stored_shape), for
@@ -181,11 +189,12 @@ class Cache:
         indices = np.asarray(indices, dtype=np.int64).reshape(-1)
         if indices.size and (indices.min() < 0 or indices.max() >= len(self)):
             raise IndexError(f"window index out of range for a cache of {len(self)} windows")
-        shape = (indices.size, *(self.stored_shape if residuals else self.config.shape))
+        dtype = self.layout.dtype
+        shape = (indices.size, *(self.stored_shape if residuals else self.layout.row_shape))
         if out is None:
-            out = np.empty(shape, dtype=self.config.storage_dtype)
-        elif out.shape != shape or out.dtype != np.dtype(self.config.storage_dtype):
-            raise ValueError(f"out must be {shape} {self.config.storage_dtype}, got {out.shape} {out.dtype}")
+            out = np.empty(shape, dtype=dtype)
+        elif out.shape != shape or out.dtype != np.dtype(dtype):
+            raise ValueError(f"out must be {shape} {dtype}, got {out.shape} {out.dtype}")
         order = np.argsort(indices, kind="stable")
         try:
             self._shards.read_sorted(indices[order], out, order, keep_differences=residuals)
@@ -195,16 +204,61 @@ class Cache:
 
     @cached_property
     def specs(self):
-        """The ``specs`` array through zarr-python (for interoperability; ``read`` is faster
-        and refuses missing chunks where zarr returns zeros)."""
+        """The main array (``specs``, or ``waves`` of a waveform cache) through zarr-python
+        (for interoperability; ``read`` is faster and refuses missing chunks where zarr
+        returns zeros)."""
         import zarr
 
+        from . import pcm
         from .codec import register
 
         register()
+        pcm.register()
         if self.store.kind != "local":
-            return zarr.open_array(self.store.zarr_store(fmt.SPECS), mode="r")
-        return zarr.open_array(self.path / fmt.SPECS, mode="r")
+            return zarr.open_array(self.store.zarr_store(self.layout.array), mode="r")
+        return zarr.open_array(self.path / self.layout.array, mode="r")
+
+    # -- waveform caches ---------------------------------------------------------------
+    @property
+    def chunk_samples(self) -> int:
+        """Samples per row of a waveform cache."""
+        self._need_waveform("chunk_samples")
+        return self.layout.row_shape[0]
+
+    def wave_spans(self) -> tuple[np.ndarray, np.ndarray]:
+        """(first row, samples) int64 of every recording with audio in a waveform cache,
+        in cache order: a recording's audio is rows ``first .. first + ceil(samples /
+        chunk_samples)``, its last row zero-padded."""
+        self._need_waveform("wave_spans")
+        if "_spans" not in self.__dict__:
+            table = self.recordings
+            first = np.asarray(table.column("first_window").to_numpy(zero_copy_only=False), dtype=np.int64)
+            rows = np.asarray(table.column("n_windows").to_numpy(zero_copy_only=False), dtype=np.int64)
+            samples = table.column("samples").to_numpy(zero_copy_only=False) if "samples" in table.column_names \
+                else np.zeros(len(rows))
+            keep = rows > 0
+            first, rows = first[keep], rows[keep]
+            samples = np.asarray(np.nan_to_num(samples[keep].astype(np.float64)), dtype=np.int64)
+            width = self.chunk_samples
+            if np.any(-(-samples // width) != rows) or np.any(first + rows > len(self)):
+                raise CacheError(f"{shown(self.path / fmt.RECORDINGS_TABLE)}: recordings' sample counts disagree "
+                                 "with their rows; " + VERIFY_HINT.format(path=shown(self.path)))
+            self._spans = (first, samples)
+        return self._spans
+
+    def recordings_of_rows(self, rows=None) -> np.ndarray | None:
+        """Positions in :meth:`wave_spans` of the recordings that own ``rows`` (None: all)."""
+        if rows is None:
+            return None
+        first, samples = self.wave_spans()
+        rows = np.unique(np.asarray(rows, dtype=np.int64).reshape(-1))
+        owner = np.searchsorted(first, rows, side="right") - 1
+        return np.unique(owner[owner >= 0])
+
+    def _need_waveform(self, what: str) -> None:
+        if self.kind != "waveform":
+            raise CacheError(f"{shown(self.path)}: {what} needs a waveform cache, this one stores spectrograms "
+                             "(build one with `chirpid-io build-cache SOURCE OUT --store waveform`)")
 
 
 def open_cache(path, config: SpectrogramConfig | None = None) -> Cache:
@@ -239,20 +293,21 @@ def _open_attrs(store) -> dict:
     return attrs
 
 
-def specs_problem(store, config: SpectrogramConfig, storage: fmt.StorageOptions, n_windows: int) -> str | None:
-    """What is wrong with ``specs/zarr.json`` for this cache, or None."""
-    key = f"{fmt.SPECS}/zarr.json"
+def specs_problem(store, layout: fmt.Layout, n_windows: int) -> str | None:
+    """What is wrong with the main array's ``zarr.json`` (``specs`` or ``waves``), or None."""
+    key = f"{layout.array}/zarr.json"
     try:
         meta = fmt.loads(store.read(key, fmt.META_LIMIT), key)
     except CacheError as exc:
         return str(exc)
-    expected = fmt.specs_metadata(0, config.shape, config.storage_dtype, storage)
+    expected = layout.metadata(0)
     shape = meta.get("shape")
     if meta.get("data_type") != expected["data_type"]:
         return (f"{key} says data_type {meta.get('data_type')!r}, the cache's config says "
                 f"{expected['data_type']!r}")
-    if not isinstance(shape, list) or len(shape) != 3 or shape[1:] != list(config.shape):
-        return f"{key} says shape {shape!r}, the config gives windows of {list(config.shape)}"
+    rows = list(layout.row_shape)
+    if not isinstance(shape, list) or len(shape) != 1 + len(rows) or shape[1:] != rows:
+        return f"{key} says shape {shape!r}, the config gives rows of {rows}"
     if not isinstance(shape[0], int) or shape[0] < n_windows:
         return f"{key} holds {shape[0]!r} windows, the attributes count {n_windows}"
     for field in ("chunk_grid", "codecs", "fill_value", "chunk_key_encoding"):
@@ -266,7 +321,7 @@ def missing_shards(store, codec: ShardCodec, n_windows: int) -> tuple[int, str |
     first of them with what is wrong with it); one folder listing, so a count of 10**12
     costs nothing."""
     needed = codec.n_shards(n_windows)
-    names = sorted(int(n) for n in store.listdir(f"{fmt.SPECS}/c") if n.isdigit() and int(n) < needed)
+    names = sorted(int(n) for n in store.listdir(f"{codec.array}/c") if n.isdigit() and int(n) < needed)
     present, first = 0, None
     for i, problem in zip(names, store.check_many([codec.shard_key(i) for i in names])):
         if problem is None:

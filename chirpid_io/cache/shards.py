@@ -57,6 +57,9 @@ class ShardCodec:
     delta_axes: tuple[int, ...]  #: chunk axes differenced, in order: a value of format.DELTA_AXES
     level: int
     band_predict: bool = False  #: chunks go through ``chirpid.band_predict`` (then no delta_axes)
+    array: str = SPECS  #: the array's folder in the store
+    pcm: str | None = None  #: int16 audio rows: the ``chirpid.pcm`` method, instead of zstd
+    sample_rate: int = 0  #: written into each FLAC chunk's header
 
     @classmethod
     def create(cls, store, window_shape, dtype: str, storage: StorageOptions) -> "ShardCodec":
@@ -64,6 +67,15 @@ class ShardCodec:
                    chunk_windows=storage.chunk_windows, shard_windows=storage.shard_windows,
                    delta_axes=storage.delta_axes(dtype), level=storage.level,
                    band_predict=storage.band_predict(dtype))
+
+    @classmethod
+    def for_layout(cls, store, layout) -> "ShardCodec":
+        """The codec of a cache's main array (``format.Layout``): ``specs`` or ``waves``."""
+        if layout.kind == "spectrogram":
+            return cls.create(store, layout.row_shape, layout.dtype, layout.storage)
+        return cls(store=store, window_shape=layout.row_shape, dtype=np.dtype("<i2"), chunk_windows=1,
+                   shard_windows=layout.storage.shard_chunks, delta_axes=(), level=layout.storage.level,
+                   array=layout.array, pcm=layout.storage.codec, sample_rate=layout.sample_rate)
 
     @property
     def stored_window_shape(self) -> tuple[int, ...]:
@@ -76,7 +88,7 @@ class ShardCodec:
         return self.shard_windows // self.chunk_windows
 
     def shard_key(self, shard: int) -> str:
-        return f"{SPECS}/c/{shard}/0/0"
+        return f"{self.array}/c/{shard}/" + "/".join("0" * len(self.window_shape))
 
     def n_shards(self, n_windows: int) -> int:
         return -(-n_windows // self.shard_windows)
@@ -96,12 +108,17 @@ class ShardCodec:
         for c in range(-(-k // step)):
             chunk = np.zeros((step, *self.window_shape), self.dtype)  # fill value past the end
             chunk[: min(step, k - c * step)] = windows[c * step : (c + 1) * step]
-            if self.band_predict:
-                chunk = predict.encode(chunk)
-            for axis in self.delta_axes:
-                moved = np.moveaxis(chunk, axis, 0)
-                moved[1:] -= moved[:-1].copy()
-            data = numcodecs.zstd.compress(chunk, self.level)
+            if self.pcm is not None:
+                from .pcm import encode
+
+                data = encode(chunk, self.pcm, self.level, self.sample_rate)
+            else:
+                if self.band_predict:
+                    chunk = predict.encode(chunk)
+                for axis in self.delta_axes:
+                    moved = np.moveaxis(chunk, axis, 0)
+                    moved[1:] -= moved[:-1].copy()
+                data = numcodecs.zstd.compress(chunk, self.level)
             parts += [data, google_crc32c.value(data).to_bytes(CRC_BYTES, "little")]
             index[c] = offset, len(data) + CRC_BYTES
             offset += len(data) + CRC_BYTES
@@ -228,6 +245,15 @@ class ShardCodec:
             plain = np.empty((*dest.shape[:-2], *self.stored_window_shape), self.dtype)
         else:
             plain = np.empty_like(dest) if undo else dest
+        if self.pcm is not None:
+            from .pcm import decode
+
+            try:
+                decode(data, self.pcm, dest)
+            except Exception as exc:  # noqa: BLE001 - a bad stream, whatever the decoder raises for it
+                raise ChunkError(where, *self._window_range(shard_start, chunk),
+                                 f"is damaged ({self.pcm}: {exc})") from exc
+            return
         decompressor = _decompressor()  # outside the try: a missing module is no damage
         try:
             plain.reshape(-1).view(np.uint8)[:] = np.frombuffer(

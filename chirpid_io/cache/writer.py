@@ -45,17 +45,28 @@ from .vectors import read_table, read_vector, write_table, write_vector
 #: to both tables: on every window of the recording too.
 BASE_COLUMNS = ("path", "class_name", "group", "manifest_index", "status", "reason", "duration_seconds", "sample_rate", "channels",
                 "size_bytes", "content_hash", "recording_id", "label", "first_window", "n_windows", "labels",
-                "png_files", "source")
+                "png_files", "samples", "source")
+
+#: Order of recordings.parquet's own columns.
+RECORDING_COLUMNS = ("path", "class_name", "group", "manifest_index", "duration_seconds", "sample_rate", "channels",
+                     "size_bytes", "content_hash", "status", "reason", "samples", "png_files", "recording_id", "label",
+                     "first_window", "n_windows", "labels")
 
 
 class CacheWriter:
     """Open (or create) the cache at ``path`` for writing; use as a context manager.
 
     ``storage`` applies to a new cache; for an existing one it must equal the stored
-    options (or be None). ``notes`` collects what the writer repaired on the way in.
+    options (or be None). A ``format.WaveformStorage`` makes (or must find) a waveform
+    cache, whose rows are chunks of each recording's int16 audio (``add_windows`` then
+    takes those rows, and the band sums of the recording's windows for the statistics).
+    ``store`` ("spectrogram" or "waveform"; default: told by ``storage``, or the existing
+    cache's) must match an existing cache. ``notes`` collects what the writer repaired on
+    the way in.
     """
 
-    def __init__(self, path, config: SpectrogramConfig, storage: fmt.StorageOptions | None = None):
+    def __init__(self, path, config: SpectrogramConfig,
+                 storage: fmt.StorageOptions | fmt.WaveformStorage | None = None, store: str | None = None):
         self.store = open_store(path)
         self.path = self.store.root  # a Path, or the URL of a cache on an object store
         self.config = config
@@ -65,6 +76,13 @@ class CacheWriter:
             self.path.mkdir(parents=True, exist_ok=True)
         else:
             _refuse_foreign_prefix(self.store)
+        if store is not None and store not in fmt.STORES:
+            raise ConfigError(f"unknown store {store!r}; use one of {', '.join(fmt.STORES)}")
+        if store is not None and storage is not None and (store == "waveform") != isinstance(storage,
+                                                                                         fmt.WaveformStorage):
+            raise ConfigError(f"a {store} cache with {type(storage).__name__}: give the storage options of its kind")
+        self._store_kind = store or (("waveform" if isinstance(storage, fmt.WaveformStorage) else "spectrogram")
+                                     if storage is not None else None)
         self._lock = self.store.take_lock()
         try:
             self._open(storage)
@@ -77,24 +95,27 @@ class CacheWriter:
         if self.store.exists(fmt.GROUP_META):
             self.attrs = _read_attrs(self.store)
             self._check_compatible(storage)
-            self.storage = fmt.StorageOptions.from_dict(self.attrs["storage"])
+            self.layout = fmt.Layout.from_attrs(self.attrs, self.config)
         else:
-            self.storage = storage or fmt.StorageOptions()
+            kind = self._store_kind or "spectrogram"
+            self.layout = fmt.Layout.of(kind, self.config, storage)
             self.attrs = {
-                "format_version": fmt.FORMAT_VERSION, "cache_id": uuid.uuid4().hex, "store": "spectrogram",
+                "format_version": fmt.FORMAT_VERSION, "cache_id": uuid.uuid4().hex, "store": kind,
                 "state": "building", "config": self.config.to_dict(), "fingerprint": self.config.fingerprint(),
-                "storage": self.storage.to_dict(), "class_names": [],
+                "storage": self.layout.storage.to_dict(), "class_names": [],
             }
             self._write_specs_metadata(0)
             self._write_attrs()
-        self.codec = ShardCodec.create(self.store, self.config.shape, self.config.storage_dtype, self.storage)
+        self.storage = self.layout.storage
+        self.kind = self.layout.kind
+        self.codec = ShardCodec.for_layout(self.store, self.layout)
         self._remove_stale_temporaries()
         self._load_state()
         shard = self.storage.shard_windows
         # windows [buffer_start, n_committed) are on disk and are read back so the next
         # write of their shard rewrites it whole
         self._buffer_start = (self.n_committed // shard) * shard
-        kept = np.empty((self.n_committed - self._buffer_start, *self.config.shape), self.config.storage_dtype)
+        kept = np.empty((self.n_committed - self._buffer_start, *self.layout.row_shape), self.layout.dtype)
         if len(kept):
             self.codec.read_sorted(np.arange(self._buffer_start, self.n_committed), kept)
         self._images = [kept]
@@ -111,8 +132,13 @@ class CacheWriter:
                 f"cache {shown(self.path)}", built_with.diff(self.config),
                 fix="Run with the config it was built with, start over in place with --overwrite (the old "
                     "cache is removed only once the new one is complete), or choose a new folder.")
+        kind = self.attrs.get("store", "spectrogram")
+        if self._store_kind is not None and self._store_kind != kind:
+            asked = self._store_kind
+            raise ConfigError(f"cache {shown(self.path)} is a {kind} cache; an append cannot make it a {asked} one. "
+                              f"Fix: leave --store out (or give --store {kind}), or build into a new folder")
         if storage is not None and storage.to_dict() != self.attrs["storage"]:
-            stored = fmt.StorageOptions.from_dict(self.attrs["storage"])
+            stored = type(storage).from_dict(self.attrs["storage"])
             differ = ", ".join(f"{k}: {getattr(stored, k)!r} there, {getattr(storage, k)!r} asked"
                                for k in stored.to_dict() if getattr(stored, k) != getattr(storage, k))
             raise ConfigError(f"cache {shown(self.path)} is stored with other StorageOptions ({differ}); an append "
@@ -190,11 +216,13 @@ class CacheWriter:
 
     def _remove_stale_temporaries(self) -> None:
         # we hold the lock, so no other writer owns them: they are from a killed build
-        for folder in ("", "specs", "labels", fmt.LABEL_OFFSETS, fmt.LABEL_VALUES):
+        array = self.layout.array
+        for folder in ("", array, "labels", fmt.LABEL_OFFSETS, fmt.LABEL_VALUES):
             for key in self.store.stale_temporaries(folder):
                 self.store.remove(key)
-        for shard in self.store.listdir("specs/c"):
-            for key in self.store.stale_temporaries(f"specs/c/{shard}/0"):
+        for shard in self.store.listdir(f"{array}/c"):
+            folder = self.codec.shard_key(int(shard)).rsplit("/", 1)[0] if shard.isdigit() else f"{array}/c/{shard}/0"
+            for key in self.store.stale_temporaries(folder):
                 self.store.remove(key)
 
     # -- state --------------------------------------------------------------------------
@@ -257,14 +285,17 @@ class CacheWriter:
         self._pending.append({"row": row, "windows": [], "sums": BandSums.zero(self.config.n_mels), "open": True,
                               "extra": extra})
 
-    def add_windows(self, images, start_seconds, rms) -> None:
-        """Windows of the open recording (stored dtype), with their start times and RMS."""
+    def add_windows(self, images, start_seconds, rms, sums: BandSums | None = None) -> None:
+        """Rows of the open recording (stored dtype), with their start times and RMS: its
+        windows' images, or for a waveform cache chunks of its audio (then ``sums`` are
+        the band sums of the windows those samples give, for the statistics; they may also
+        come separately through :meth:`add_band_sums`)."""
         rec = self._pending[-1] if self._pending and self._pending[-1]["open"] else None
         if rec is None:
             raise CacheError(f"{shown(self.path)}: internal error, add_windows without an open recording")
-        images = np.asarray(images, dtype=self.config.storage_dtype)
-        if images.shape[1:] != self.config.shape:
-            raise ValueError(f"images of shape {images.shape[1:]} for a cache of {self.config.shape}")
+        images = np.asarray(images, dtype=self.layout.dtype)
+        if images.shape[1:] != self.layout.row_shape:
+            raise ValueError(f"rows of shape {images.shape[1:]} for a cache of {self.layout.row_shape}")
         row, n = rec["row"], len(images)
         windows = [[row["recording_id"], row["label"], float(s), float(e), list(rec["extra"])]
                    for s, e in zip(start_seconds, rms)]
@@ -274,12 +305,27 @@ class CacheWriter:
             return
         self._images.append(images)
         rec["windows"] += windows
-        rec["sums"] = rec["sums"] + band_sums(images)
+        if self.kind == "spectrogram":
+            rec["sums"] = rec["sums"] + band_sums(images)
+        elif sums is not None:
+            rec["sums"] = rec["sums"] + sums
         row["n_windows"] += n
         self._n_added += n
         shard = self.storage.shard_windows
         while self._n_added - self._buffer_start >= shard:
             self._flush(self._buffer_start + shard)
+
+    def add_band_sums(self, sums: BandSums) -> None:
+        """Band sums of the open recording's windows (waveform caches: the statistics)."""
+        rec = self._pending[-1] if self._pending and self._pending[-1]["open"] else None
+        if rec is None or self.kind != "waveform":
+            raise CacheError(f"{shown(self.path)}: internal error, add_band_sums outside an open waveform recording")
+        rec["sums"] = rec["sums"] + sums
+
+    def set_band_sums(self, sums: BandSums) -> None:
+        """Replace the statistics' sums before :meth:`finish` (merging waveform parts: their
+        exact sums add up to a single build's, and their windows are not stored)."""
+        self.sums = sums
 
     def end_recording(self, **updates) -> None:
         """Close the open recording (``updates`` complete its row: status, reason, duration...)
@@ -299,7 +345,7 @@ class CacheWriter:
             self._images = [images[: first - self._buffer_start]]
         else:  # some went to disk: read back the committed start of the shard it began in
             start = (first // self.storage.shard_windows) * self.storage.shard_windows
-            kept = np.empty((first - start, *self.config.shape), self.config.storage_dtype)
+            kept = np.empty((first - start, *self.layout.row_shape), self.layout.dtype)
             if len(kept):
                 self.codec.read_sorted(np.arange(start, first), kept)
             self._images, self._buffer_start = [kept], start
@@ -361,7 +407,7 @@ class CacheWriter:
             raise CacheError(f"{shown(self.path)}: internal error, the cache would shrink from {self._floor} to {n} "
                              "windows; nothing was changed")
         n_shards = self.codec.n_shards(n)
-        for name in self.store.listdir("specs/c"):  # left by an earlier, longer, killed build
+        for name in self.store.listdir(f"{self.layout.array}/c"):  # left by an earlier, longer, killed build
             if name.isdigit() and int(name) >= n_shards:
                 self.store.remove(self.codec.shard_key(int(name)))
         labels = np.fromiter((w[1] for w in self.window_rows), np.int32, n)
@@ -418,13 +464,14 @@ class CacheWriter:
             windows.setdefault(key, _column([by_id[i]["source"].get(key) for i in rec_ids]))
         write_table(self.store, fmt.WINDOWS_TABLE, pa.table(windows))
         flat = [{**{k: v for k, v in r.items() if k != "source"}, **r.get("source", {})} for r in self.recordings]
-        columns = list(dict.fromkeys(k for r in flat for k in r))
+        seen = dict.fromkeys(k for r in flat for k in r)
+        # the builder's own columns in one order however a row was filled in (whole, or
+        # streamed and completed at its end; merge-cache), then the input's
+        columns = [k for k in RECORDING_COLUMNS if k in seen] + [k for k in seen if k not in RECORDING_COLUMNS]
         write_table(self.store, fmt.RECORDINGS_TABLE, pa.table({k: _column([r.get(k) for r in flat]) for k in columns}))
 
     def _write_specs_metadata(self, n: int) -> None:
-        meta = fmt.specs_metadata(n, self.config.shape, self.config.storage_dtype,
-                                  getattr(self, "storage", None) or fmt.StorageOptions())
-        self.store.write(f"{fmt.SPECS}/zarr.json", fmt.dumps(meta))
+        self.store.write(f"{self.layout.array}/zarr.json", fmt.dumps(self.layout.metadata(n)))
         self._specs_length = n
 
     def _write_attrs(self) -> None:

@@ -34,8 +34,7 @@ from .augment import Augment, apply_masks, apply_mixup, draw_plan
 from .dataset import HostBatch
 from .transform import ModelInput
 
-#: int16 sample -> float sample (the scale soundfile reads PCM_16 with)
-PCM_SCALE = 1.0 / 32768.0
+from ..audio import PCM_SCALE, to_int16
 
 
 @dataclass(frozen=True)
@@ -257,7 +256,7 @@ class NoiseBank:
                                   "in memory. Fix: build a waveform cache of it (build-cache --store waveform) "
                                   "and give that")
             if len(wave):
-                segments.append(np.clip(np.round(wave * 32768.0), -32768, 32767).astype(np.int16))
+                segments.append(to_int16(wave))
         if not segments:
             raise ConfigError(f"background noise {shown(folder)}: no readable recordings in it")
         return cls([len(s) for s in segments], _MemoryNoise(segments), shown(folder))

@@ -17,6 +17,7 @@ from ..options import add_fields, given, parse_key_values
 
 def add_train_parser(subparsers) -> argparse.ArgumentParser:
     from ..loaders.augment import Augment
+    from ..loaders.crops import WaveAugment
     from .loop import METRIC_NAMES, TrainConfig
     from .models import MODELS
     from .run import RunSpec
@@ -27,7 +28,10 @@ def add_train_parser(subparsers) -> argparse.ArgumentParser:
             "Train a model on CACHE with a grouped train/validation split (no group on both sides), print one "
             "line per epoch (and a progress bar within each on a terminal), and store the best epoch's weights in "
             "the model registry REGISTRY with the cache's recipe, classes and normalisation. With --folds K, run "
-            "grouped K-fold cross-validation and print its metrics instead. Metrics: " + ", ".join(METRIC_NAMES)
+            "grouped K-fold cross-validation and print its metrics instead. On a waveform cache (build-cache "
+            "--store waveform) it trains on random crops, augmented as waveforms (--wave-*) and turned into mel "
+            "images on the training device, and validates on the fixed windows predict cuts. Metrics: "
+            + ", ".join(METRIC_NAMES)
             + ". The same run in Python: chirpid_io.trainers.train(cache, registry, TrainConfig(...), RunSpec(...))."
         ),
     )
@@ -41,6 +45,8 @@ def add_train_parser(subparsers) -> argparse.ArgumentParser:
     add_fields(p.add_argument_group("training (TrainConfig)"), TrainConfig, choices={"class_weights": ["balanced"]})
     add_fields(p.add_argument_group("augmentation of training batches (Augment)"), Augment,
                flags={"p": "mask_probability"})
+    add_fields(p.add_argument_group("waveform augmentation of random crops (WaveAugment; waveform caches)"),
+               WaveAugment, prefix="wave_")
     extra = p.add_argument_group("logging")
     extra.add_argument("--experiment-log", dest="log", metavar="FILE",
                        help="JSON-lines experiment log (default: REGISTRY/runs/NAME-<time>.jsonl; not --log, which "
@@ -106,8 +112,12 @@ def train_command(args) -> int:
     spec = RunSpec(**given(args, RunSpec), model_kwargs=parse_key_values(args.model_arg, "--model-arg"))
     config = TrainConfig(**given(args, TrainConfig))
     augment = Augment(**given(args, Augment))
+    from ..loaders.crops import WaveAugment
+
+    waves = given(args, WaveAugment, prefix="wave_")
     try:
-        train(args.cache, args.registry, config, spec, augment, log_path=args.log, mlflow=args.mlflow,
+        train(args.cache, args.registry, config, spec, augment, wave_augment=WaveAugment(**waves) if waves else None,
+              log_path=args.log, mlflow=args.mlflow,
               tensorboard=args.tensorboard, report=not args.no_report, echo=lambda line: print(line, flush=True),
               progress=False if args.no_progress else None)
     finally:

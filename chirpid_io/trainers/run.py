@@ -20,6 +20,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable
 
+from ..errors import ConfigError
 from ..text import shown
 
 
@@ -42,6 +43,12 @@ class RunSpec:
     folds: int | None = field(default=None, metadata={"help": "cross-validate with this many grouped folds "
                                                                "instead of training one model"})
     parallel: int = field(default=1, metadata={"help": "with folds: folds trained at once, in processes"})
+    crop_weighting: str = field(default="recording", metadata={
+        "help": "waveform caches: one random crop per recording and epoch (recording), or crops in proportion to "
+                "each recording's length (duration)", "choices": ("recording", "duration")})
+    background: str | None = field(default=None, metadata={
+        "help": "waveform caches: background noise to mix in (--wave-noise-p): a waveform cache or a folder of "
+                "recordings"})
 
 
 @dataclass
@@ -56,13 +63,17 @@ class TrainOutcome:
     log_path: Path
 
 
-def train(cache, registry, config=None, spec: RunSpec | None = None, augment=None, *, log_path=None,
-          mlflow: bool = False, tensorboard=None, report: bool = True, echo: Callable[[str], None] = print,
-          progress: bool | None = None) -> TrainOutcome:
+def train(cache, registry, config=None, spec: RunSpec | None = None, augment=None, *, wave_augment=None,
+          log_path=None, mlflow: bool = False, tensorboard=None, report: bool = True,
+          echo: Callable[[str], None] = print, progress: bool | None = None) -> TrainOutcome:
     """Train (or cross-validate) on ``cache`` and register the model in ``registry``.
 
     ``config``: a TrainConfig (default: its defaults); ``spec``: a RunSpec; ``augment``:
     an Augment for training batches (default ``Augment()`` when ``spec.augment``).
+    On a waveform cache (``build-cache --store waveform``) training batches are random
+    crops (``spec.crop_weighting``), augmented as waveforms by ``wave_augment`` (a
+    ``WaveAugment``; noise from ``spec.background``) before their mel images are made on
+    the training device; validation scores the fixed windows ``predict`` cuts.
     ``echo`` receives one line per epoch and the run's notes (warnings go to stderr).
     ``tensorboard``: also write TensorBoard event files to that folder. ``report``: write
     the run's HTML report and PNG plots beside its log at the end.
@@ -105,7 +116,8 @@ def train(cache, registry, config=None, spec: RunSpec | None = None, augment=Non
     echo(f"training {spec.model} on {shown(cache.path)} ({device}"
          + (f", {dist.world_size} processes" if dist is not None else "") + f"); log: {shown(log_path)}")
     settings = {**config.to_dict(), **{k: v for k, v in asdict(spec).items()}, "cache": str(cache.path),
-                "fingerprint": cache.fingerprint, "augment": None if augment is None else asdict(augment)}
+                "fingerprint": cache.fingerprint, "augment": None if augment is None else asdict(augment),
+                "wave_augment": None if wave_augment is None else asdict(wave_augment)}
     logger = ExperimentLog(log_path, run_name=name, mlflow=mlflow, echo=echo, tensorboard=tensorboard) if main \
         else _NoLog()
     with logger as log:
@@ -142,13 +154,15 @@ def train(cache, registry, config=None, spec: RunSpec | None = None, augment=Non
         train_idx, val_idx = group_split(cache, spec.val_fraction, group=spec.group, seed=config.seed)
         for warning in split_warnings(cache, train_idx, val_idx):
             print(f"warning: {warning}", file=sys.stderr, flush=True)
-        train_loader, val_loader = training_loaders(cache, spec, config, augment, train_idx, val_idx, dist, device)
+        train_loader, val_loader = training_loaders(cache, spec, config, augment, train_idx, val_idx, dist, device,
+                                                    wave_augment=wave_augment)
         torch.manual_seed(config.seed)
         model = model_fn(len(cache.class_names))
         run = {"cache_id": cache.cache_id, "fingerprint": cache.fingerprint, "model": spec.model,
                "model_kwargs": dict(spec.model_kwargs), "batch_size": spec.batch_size, "n_train": int(len(train_idx)),
                "n_val": int(len(val_idx)), "augment": None if augment is None else asdict(augment),
-               "secondary_weight": spec.secondary_weight}
+               "secondary_weight": spec.secondary_weight,
+               "wave_augment": None if wave_augment is None else asdict(wave_augment)}
         result = fit(model, train_loader, val_loader, config, log=log, run=run, progress=progress, distributed=dist)
         if result.stop_reason:
             echo(result.stop_reason)
@@ -177,15 +191,23 @@ def train(cache, registry, config=None, spec: RunSpec | None = None, augment=Non
     return TrainOutcome(result, metrics, name, version, log_path)
 
 
-def training_loaders(cache, spec: RunSpec, config, augment, train_idx, val_idx, dist=None, device=None):
+def training_loaders(cache, spec: RunSpec, config, augment, train_idx, val_idx, dist=None, device=None,
+                     wave_augment=None):
     """The run's (training, validation) loaders: under torchrun each rank reads its share
     of every global batch, and validation windows are split without repeats."""
     from ..loaders import make_loader
 
     targets = {"targets": config.task, "secondary_weight": spec.secondary_weight}
     ranks = {} if dist is None else {"rank": dist.rank, "world_size": dist.world_size}
+    crops = {}
+    if getattr(cache, "kind", "spectrogram") == "waveform":
+        crops = {"crop_weighting": spec.crop_weighting, "wave_augment": wave_augment, "background": spec.background}
+    elif wave_augment is not None and wave_augment.active or spec.background is not None:
+        raise ConfigError(f"{shown(cache.path)} is a spectrogram cache: waveform augmentation and background noise "
+                          "need a waveform cache (build-cache --store waveform)")
     train = make_loader(cache, spec.batch_size, indices=train_idx, device=device, augment=augment, seed=config.seed,
-                        num_workers=spec.workers, split="batches" if ranks else "contiguous", **ranks, **targets)
+                        num_workers=spec.workers, split="batches" if ranks else "contiguous", **ranks, **targets,
+                        **crops)
     val = make_loader(cache, spec.batch_size, indices=val_idx, shuffle=False, device=device, num_workers=spec.workers,
                       split="disjoint", **ranks, **targets)
     return train, val
