@@ -10,8 +10,10 @@ Each check is a function registered with ``@check("name")`` that takes the run's
 A check fails when its data says ``"ok": False`` or when it raises; the others still run,
 and the exit status is 1 when any check failed. Checks: mel parity and throughput per
 backend, host-to-device bandwidth (pinned vs pageable), loader throughput into device
-memory, and BirdCNNv5c step time in float32 against bf16. The whole run is sized to stay
-under ~3 minutes on an H100.
+memory by worker count (0, 2, 4, 8), random crops from a waveform cache with on-device
+mel by worker count, stored differences undone on the device against the CPU, and
+BirdCNNv5c step time in float32 against bf16. The whole run is sized to stay under ~4
+minutes on an H100.
 """
 
 from __future__ import annotations
@@ -49,6 +51,7 @@ class Context:
     repeats: int
     seed: int
     backends: tuple[str, ...] = field(default_factory=tuple)  # those that import here
+    workers: tuple[int, ...] = (0, 2, 4, 8)  # loader worker counts timed
 
 
 CHECKS: dict[str, Callable[[Context], tuple[dict, str]]] = {}
@@ -296,7 +299,7 @@ def check_loader_throughput(ctx: Context) -> tuple[dict, str]:
     seconds = median_seconds(lambda: [cache.read(b) for b in plan], torch.device("cpu"), 5)
     data["Cache.read"] = rate = 20 * 42 / seconds
     rows.append(["Cache.read, random batches of 42", f"{rate:,.0f} (host memory)"])
-    for workers in (0, 2, 4):
+    for workers in ctx.workers:
         loader = make_loader(cache, 42, device=ctx.device, num_workers=workers, augment=Augment(), drop_last=True)
         for _ in loader:  # warm-up epoch: workers started, chunks in the page cache
             pass
@@ -309,6 +312,81 @@ def check_loader_throughput(ctx: Context) -> tuple[dict, str]:
         data[f"make_loader/{workers} workers"] = rate
         rows.append([f"make_loader, {workers} workers", f"{rate:,.0f}"])
     return data, markdown_table(["loader", "windows/s into device memory"], rows)
+
+
+@check("crops")
+def check_crops(ctx: Context) -> tuple[dict, str]:
+    """Random 5 s crops from a waveform cache (FLAC chunks) into normalised, augmented mel
+    batches in device memory, by worker count; and the crop mel on the device against the
+    CPU's for the same samples (stored uint8 levels that differ)."""
+    import tempfile
+
+    from chirpid_io.audio import from_int16
+    from chirpid_io.cache import build_cache, open_cache
+    from chirpid_io.cache.format import WaveformStorage
+    from chirpid_io.kernels import mel_spectrogram, to_storage
+    from chirpid_io.loaders import Augment, make_loader
+    from chirpid_io.loaders.crops import WaveAugment
+
+    work = Path(tempfile.mkdtemp())
+    config = ctx.config.replace(energy_threshold=None)
+    write_noise_recordings(work / "audio", config, ctx.seed, classes=4, seconds=150)
+    build_cache(work / "audio", work / "waves", config, storage=WaveformStorage(), device=str(ctx.device),
+                progress=False)
+    cache = open_cache(work / "waves")
+    data, rows = {"audio_seconds": float(cache.wave_spans()[1].sum() / config.sample_rate)}, []
+    rows_int16 = cache.read(np.arange(min(len(cache), 40)))
+    waves = from_int16(rows_int16.reshape(-1)[: 8 * config.n_samples].reshape(8, -1))
+    here = to_storage(mel_spectrogram(waves, config, device=ctx.device).cpu().numpy(), config.storage_dtype)
+    cpu = to_storage(mel_spectrogram(waves, config, device="cpu").numpy(), config.storage_dtype)
+    gap = np.abs(here.astype(np.int16) - cpu.astype(np.int16))
+    data["mel_levels_differing"], data["mel_max_level_gap"] = float((gap > 0).mean()), int(gap.max())
+    data["ok"] = bool(gap.max() <= 1)
+    rows.append(["crop mel on the device vs the CPU", f"{(gap > 0).mean():.2e} of levels differ, max {gap.max()}"])
+    for workers in ctx.workers:
+        loader = make_loader(cache, 42, device=ctx.device, num_workers=workers, augment=Augment(), drop_last=True,
+                             crop_weighting="duration", wave_augment=WaveAugment(gain_db=6, mixup_alpha=0.4))
+        for _ in loader:  # warm-up epoch
+            pass
+
+        def epoch(loader=loader):
+            return sum(len(y) for _, y in loader)
+
+        seconds = median_seconds(epoch, ctx.device, max(3, ctx.repeats // 2))
+        rate = len(loader) * 42 / seconds
+        data[f"crops/{workers} workers"] = rate
+        rows.append([f"make_loader crops, {workers} workers", f"{rate:,.0f}"])
+    return data, markdown_table(["crops (5 s, waveform mixup and gain, SpecAugment)", "crops/s into device memory"],
+                                rows)
+
+
+@check("residuals")
+def check_residuals(ctx: Context) -> tuple[dict, str]:
+    """Stored differences undone on the device (the loader's GPU path) against the CPU's
+    decode, for each delta setting: bit for bit."""
+    import tempfile
+
+    from chirpid_io.cache import build_cache, open_cache
+    from chirpid_io.cache.format import DELTAS, StorageOptions
+
+    work = Path(tempfile.mkdtemp())
+    config = ctx.config.replace(energy_threshold=None)
+    write_noise_recordings(work / "audio", config, ctx.seed, classes=1, seconds=30)
+    data, rows, ok = {}, [], True
+    for delta in DELTAS:
+        build_cache(work / "audio", work / delta, config, storage=StorageOptions(delta=delta), progress=False,
+                    device=str(ctx.device))
+        cache = open_cache(work / delta)
+        index = np.arange(len(cache))
+        plain = cache.read(index)
+        stored = torch.from_numpy(cache.read(index, residuals=True)).to(ctx.device)
+        undone = cache.undo_residuals(stored).to(torch.uint8).cpu().numpy() if delta != "none" else plain
+        same = bool(np.array_equal(undone, plain))
+        ok &= same
+        data[delta] = same
+        rows.append([delta, "bit-exact" if same else "DIFFERS"])
+    data["ok"] = ok
+    return data, markdown_table(["delta", f"undone on {ctx.device.type} vs read on the CPU"], rows)
 
 
 @check("train_step")
@@ -376,6 +454,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batches", default="1,8,64,256", help="batch sizes to time (clips)")
     parser.add_argument("--repeats", type=int, default=7, help="timed runs per cell (median taken)")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--workers", default="0,2,4,8", help="loader worker counts to time (default: 0,2,4,8)")
     parser.add_argument("--json", type=Path, help="report path (default: $OUT/gpu_check.json)")
     args = parser.parse_args(argv)
 
@@ -390,6 +469,7 @@ def main(argv: list[str] | None = None) -> int:
     ctx = Context(
         device=device, config=SpectrogramConfig(), seed=args.seed, repeats=args.repeats,
         batches=tuple(int(b) for b in args.batches.split(",")), backends=available_backends(),
+        workers=tuple(int(w) for w in args.workers.split(",")),
     )
 
     report = {"info": device_info(device), "backends": list(ctx.backends), "checks": {}}

@@ -22,8 +22,8 @@ echo "== CUDA tests"
 timeout "${TESTS_S:-150}" python3 -m pytest -q -m gpu -p no:cacheprovider tests >"$OUT/gpu_tests.log" 2>&1
 echo "pytest exit $?"; tail -n 15 "$OUT/gpu_tests.log"
 echo "== gpu_check"
-timeout "${CHECK_S:-200}" python3 benchmarks/gpu_check.py --json "$OUT/gpu_check.json" 2>&1 | tee "$OUT/gpu_check.log" | grep -v Warning
+timeout "${CHECK_S:-240}" python3 benchmarks/gpu_check.py --json "$OUT/gpu_check.json" 2>&1 | tee "$OUT/gpu_check.log" | grep -v Warning
 echo "== benchmark report on cuda"
-timeout "${BENCH_S:-220}" python3 benchmarks/run.py --quick --device cuda --no-memory \
+timeout "${BENCH_S:-200}" python3 benchmarks/run.py --quick --device cuda --no-memory \
     --corpus-minutes "${CORPUS_MINUTES:-10}" --out "$OUT/bench" >"$OUT/bench.log" 2>&1
 echo "run.py exit $?"; tail -n 40 "$OUT/bench.log"

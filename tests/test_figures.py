@@ -50,9 +50,15 @@ def _live_figures() -> int:
     gc.collect()
     import warnings
 
+    def is_figure(o) -> bool:
+        try:
+            return isinstance(o, Figure)
+        except ReferenceError:  # a weakref.proxy whose object is gone (other libraries hold some)
+            return False
+
     with warnings.catch_warnings():  # isinstance on some torch module objects warns
         warnings.simplefilter("ignore")
-        return sum(isinstance(o, Figure) for o in gc.get_objects())
+        return sum(is_figure(o) for o in gc.get_objects())
 
 
 @pytest.mark.skipif(not Path("/proc/self/statm").exists(), reason="reads resident memory from /proc")

@@ -135,6 +135,9 @@ def test_folders_tables_json_and_failures(model, tmp_path):
 
 ARCHIVE_SCRIPT = """
 import sys
+if len(sys.argv) > 4:  # killed from inside after that many committed parts: exact on any machine
+    from killpoint import kill_after_predict_parts
+    kill_after_predict_parts(int(sys.argv[4]))
 from chirpid_io.predict import PredictOptions, TorchScorer, list_sources, predict
 from chirpid_io.trainers import ModelRegistry
 entry = ModelRegistry(sys.argv[1]).load("birds")
@@ -157,14 +160,8 @@ def test_a_killed_archive_run_resumes_with_nothing_lost_or_duplicated(model, arc
     subprocess.run([sys.executable, "-c", ARCHIVE_SCRIPT, model / "models", archive, reference], env=env, check=True,
                    timeout=600)
     out = tmp_path / "killed"
-    proc = subprocess.Popen([sys.executable, "-c", ARCHIVE_SCRIPT, model / "models", archive, out], env=env)
-    journal = out / "predict-journal.jsonl"
-    while proc.poll() is None:
-        if journal.exists() and journal.read_bytes().count(b"\n") >= 4:  # the header and 3 parts
-            proc.send_signal(signal.SIGKILL)
-            break
-        time.sleep(0.005)
-    proc.wait()
+    proc = subprocess.run([sys.executable, "-c", ARCHIVE_SCRIPT, model / "models", archive, out, "3"],
+                          env={**env, "PYTHONPATH": f"{REPO}:{REPO / 'tests'}"}, timeout=600)
     assert proc.returncode == -signal.SIGKILL, "the run finished before it could be killed"
     assert not (out / "predictions.parquet").exists()
     subprocess.run([sys.executable, "-c", ARCHIVE_SCRIPT, model / "models", archive, out], env=env, check=True,
