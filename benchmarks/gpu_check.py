@@ -277,6 +277,23 @@ def check_h2d_bandwidth(ctx: Context) -> tuple[dict, str]:
     return data, markdown_table(["transfer", "pageable GB/s", "pinned GB/s", "pinned / pageable"], rows)
 
 
+def loader_rates(ctx: Context, data: dict, rows: list, label: str, make) -> None:
+    """Windows/s of ``make(workers)``'s loader (batches of 42) for each of ``ctx.workers``,
+    after a warm-up epoch (workers started, chunks in the page cache)."""
+    for workers in ctx.workers:
+        loader = make(workers)
+        for _ in loader:
+            pass
+
+        def epoch(loader=loader):
+            return sum(len(y) for _, y in loader)
+
+        seconds = median_seconds(epoch, ctx.device, max(3, ctx.repeats // 2))
+        rate = len(loader) * 42 / seconds
+        data[f"{label}/{workers} workers"] = rate
+        rows.append([f"{label}, {workers} workers", f"{rate:,.0f}"])
+
+
 @check("loader_throughput")
 def check_loader_throughput(ctx: Context) -> tuple[dict, str]:
     """Windows/s from a cache on local disk into normalised, augmented batches in device
@@ -299,18 +316,8 @@ def check_loader_throughput(ctx: Context) -> tuple[dict, str]:
     seconds = median_seconds(lambda: [cache.read(b) for b in plan], torch.device("cpu"), 5)
     data["Cache.read"] = rate = 20 * 42 / seconds
     rows.append(["Cache.read, random batches of 42", f"{rate:,.0f} (host memory)"])
-    for workers in ctx.workers:
-        loader = make_loader(cache, 42, device=ctx.device, num_workers=workers, augment=Augment(), drop_last=True)
-        for _ in loader:  # warm-up epoch: workers started, chunks in the page cache
-            pass
-
-        def epoch(loader=loader):
-            return sum(len(y) for _, y in loader)
-
-        seconds = median_seconds(epoch, ctx.device, max(3, ctx.repeats // 2))
-        rate = len(loader) * 42 / seconds
-        data[f"make_loader/{workers} workers"] = rate
-        rows.append([f"make_loader, {workers} workers", f"{rate:,.0f}"])
+    loader_rates(ctx, data, rows, "make_loader", lambda workers: make_loader(
+        cache, 42, device=ctx.device, num_workers=workers, augment=Augment(), drop_last=True))
     return data, markdown_table(["loader", "windows/s into device memory"], rows)
 
 
@@ -343,19 +350,9 @@ def check_crops(ctx: Context) -> tuple[dict, str]:
     data["mel_levels_differing"], data["mel_max_level_gap"] = float((gap > 0).mean()), int(gap.max())
     data["ok"] = bool(gap.max() <= 1)
     rows.append(["crop mel on the device vs the CPU", f"{(gap > 0).mean():.2e} of levels differ, max {gap.max()}"])
-    for workers in ctx.workers:
-        loader = make_loader(cache, 42, device=ctx.device, num_workers=workers, augment=Augment(), drop_last=True,
-                             crop_weighting="duration", wave_augment=WaveAugment(gain_db=6, mixup_alpha=0.4))
-        for _ in loader:  # warm-up epoch
-            pass
-
-        def epoch(loader=loader):
-            return sum(len(y) for _, y in loader)
-
-        seconds = median_seconds(epoch, ctx.device, max(3, ctx.repeats // 2))
-        rate = len(loader) * 42 / seconds
-        data[f"crops/{workers} workers"] = rate
-        rows.append([f"make_loader crops, {workers} workers", f"{rate:,.0f}"])
+    loader_rates(ctx, data, rows, "make_loader crops", lambda workers: make_loader(
+        cache, 42, device=ctx.device, num_workers=workers, augment=Augment(), drop_last=True,
+        crop_weighting="duration", wave_augment=WaveAugment(gain_db=6, mixup_alpha=0.4)))
     return data, markdown_table(["crops (5 s, waveform mixup and gain, SpecAugment)", "crops/s into device memory"],
                                 rows)
 

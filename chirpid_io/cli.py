@@ -110,7 +110,7 @@ def _add_build(commands) -> None:
     stores.add_argument("--store", choices=STORES,
                         help="spectrogram: the recipe's windows as log-mel images, for make_loader's fixed windows; "
                              "waveform: each recording's decoded mono audio as lossless int16, for random crops with "
-                             "on-device features (make_loader(crop_seconds=...), train --crop-seconds) (default: "
+                             "on-device features (make_loader(crop_seconds=...); train crops the recipe's window) (default: "
                              "spectrogram, or the kind of the cache at OUT)")
     add_fields(p.add_argument_group("spectrogram storage (StorageOptions)"), StorageOptions)
     add_fields(p.add_argument_group("waveform storage (WaveformStorage, with --store waveform)"), WaveformStorage,

@@ -56,7 +56,7 @@ COMPRESSORS = ("zstd",)
 @dataclass(frozen=True)
 class StorageOptions:
     """How ``specs`` is chunked and compressed; the defaults were chosen by measurement
-    (``benchmarks/storage_options.py``, README "Storage").
+    (``benchmarks/storage_corpora.py --sweep``, README "Storage").
 
     - ``chunk_windows``: windows per compressed chunk, the unit of a read. One, so a random
       batch decompresses only the windows it asks for.

@@ -54,7 +54,7 @@ class PredictOptions:
                                                                       "model's recipe, or the window length with "
                                                                       "--window-seconds)"})
     energy_filter: bool = field(default=False, metadata={"help": "drop windows below the recipe's energy threshold, "
-                                                                 "as training did (default: every window is scored)"})
+                                                                 "as training did (off: every window is scored)"})
     threshold: float = field(default=0.5, metadata={"help": "probability from which a species is a detection "
                                                             "(Raven tables, the summary's detections)"})
     embeddings: bool = field(default=False, metadata={"help": "also store each window's penultimate features "
