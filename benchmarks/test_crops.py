@@ -87,8 +87,8 @@ class LibrosaCrops:
         return torch.from_numpy(image)[None], k % 4
 
 
-def _epochs(batches_per_epoch: int) -> int:
-    return max(1, math.ceil(MIN_ITEMS / (batches_per_epoch * BATCH)))
+def _epochs(crops_per_epoch: int) -> int:
+    return max(1, math.ceil(MIN_ITEMS / crops_per_epoch))
 
 
 @pytest.mark.parametrize("workers", WORKERS)
@@ -98,10 +98,11 @@ def test_crops_old(measure, crop_data, settings, synchronize, workers):
 
     _, files = crop_data
     dataset = LibrosaCrops(files)
-    loader = DataLoader(dataset, batch_size=BATCH, shuffle=True, num_workers=workers, drop_last=True,
+    # every crop of the epoch, the last batch short: a 1-minute corpus has fewer crops than a batch
+    loader = DataLoader(dataset, batch_size=BATCH, shuffle=True, num_workers=workers, drop_last=False,
                         persistent_workers=workers > 0)
     device = torch.device(settings.device)
-    epochs = _epochs(len(loader))
+    epochs = _epochs(len(dataset))
 
     def run():
         for _ in range(epochs):
@@ -109,7 +110,7 @@ def test_crops_old(measure, crop_data, settings, synchronize, workers):
                 x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
         synchronize()
 
-    measure(run, stage="crops", side="old", items=epochs * len(loader) * BATCH, unit=UNIT,
+    measure(run, stage="crops", side="old", items=epochs * len(dataset), unit=UNIT,
             label=f"librosa.load(offset, duration) + librosa mel per item, DataLoader, {workers} workers",
             case=f"{workers} workers")
 
@@ -120,8 +121,9 @@ def test_crops_new(measure, crop_data, settings, synchronize, workers):
 
     cache, _ = crop_data
     loader = make_loader(cache, BATCH, device=settings.device, num_workers=workers, augment=Augment(),
-                         drop_last=True, seed=0, crop_seconds=CROP_SECONDS, crop_weighting="duration")
-    epochs = _epochs(len(loader))
+                         drop_last=False, seed=0, crop_seconds=CROP_SECONDS, crop_weighting="duration")
+    crops = loader.sampler.per_rank  # crops per epoch, as the old side's
+    epochs = _epochs(crops)
 
     def run():
         for _ in range(epochs):
@@ -129,6 +131,6 @@ def test_crops_new(measure, crop_data, settings, synchronize, workers):
                 pass
         synchronize()
 
-    measure(run, stage="crops", side="new", items=epochs * len(loader) * BATCH, unit=UNIT,
+    measure(run, stage="crops", side="new", items=epochs * crops, unit=UNIT,
             label=f"make_loader over a waveform cache (FLAC), on-device mel, {workers} workers, {settings.device}",
             case=f"{workers} workers")

@@ -278,6 +278,23 @@ def test_an_old_png_set_is_imported_with_every_label_and_per_recording_starts(ol
     assert build_cache(old_set / "spectrograms.csv", out, progress=False).windows_added == 0
 
 
+def test_a_recordings_csv_of_another_kind_beside_an_old_set_is_not_taken_for_the_old_one(old_set, tmp_path):
+    """A path,label,group table that happens to be called recordings.csv (as the benchmark
+    writes one) is not the old recordings table: the set imports by consecutive rows, and
+    says so."""
+    copied = tmp_path / "copied"
+    shutil.copytree(old_set, copied)
+    (copied / "recordings.csv").write_text("path,label,group\nrec1.wav,alpha,a\n")
+    result = run_cli("build-cache", copied / "spectrograms.csv", tmp_path / "cache", "--no-progress")
+    assert result.returncode == 0, result.stderr
+    assert "recordings.csv beside it is not an old recordings table" in result.stdout + result.stderr
+    cache = open_cache(tmp_path / "cache")
+    assert cache.windows.column("class_name").to_pylist() == ["alpha"] * 4 + ["beta"] * 4
+    (copied / "recordings.csv").write_text("filename,class_id\nrec1.wav,0\n")  # an old one, damaged: refused
+    result = run_cli("build-cache", copied / "spectrograms.csv", tmp_path / "cache2", "--no-progress")
+    assert result.returncode != 0 and "usable_segments" in result.stderr
+
+
 def test_an_old_sets_class_map_kept_elsewhere_is_honoured(old_set, tmp_path):
     names = tmp_path / "elsewhere" / "species.csv"
     names.parent.mkdir()

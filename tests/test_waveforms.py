@@ -497,3 +497,12 @@ def test_train_on_a_waveform_cache_then_predict_serves_it(waves, corpus, tmp_pat
     assert main(["predict", str(registry), str(corpus / "alpha" / "alpha_0.wav"), "--json"]) == 0
     summary = json.loads(capsys.readouterr().out.splitlines()[0])
     assert summary["windows"] == 3 and summary["label"] in open_cache(out).class_names
+
+
+def test_a_crop_loader_that_would_give_no_batch_is_refused(waves):
+    from chirpid_io.loaders import make_loader
+
+    out, _ = waves
+    with pytest.raises(ConfigError, match="crops per epoch with batch_size 1000 and drop_last=True gives no batch"):
+        make_loader(out, 1000, drop_last=True, device="cpu")
+    assert len(make_loader(out, 1000, device="cpu")) == 1  # without drop_last: one short batch

@@ -38,6 +38,10 @@ from .tables import Table, read_table
 
 NAME = "legacy_png"
 WINDOWS_CSV, CLASSES_CSV, RECORDINGS_CSV, PNG_DIR = "spectrograms.csv", "classes.csv", "recordings.csv", "spectrograms"
+#: The old recordings table's columns the import needs; a recordings.csv with none of them is another table.
+OLD_RECORDING_COLUMNS = ("filename", "usable_segments", "class_id")
+#: ``LegacySet.grouping`` when a recordings.csv of another kind lies beside the set.
+OTHER_TABLE = "consecutive rows (recordings.csv is another table)"
 #: The old recipe's image: 224 mel bands x 313 frames (PNG: 313 wide, 224 high).
 HEIGHT, WIDTH = 224, 313
 
@@ -68,7 +72,7 @@ class LegacySet:
     authors: list[str]  #: per window row
     class_names: dict[int, str]  #: class_id -> name
     recordings: list[LegacyRecording]
-    grouping: str  #: "recordings.csv" or "consecutive rows"
+    grouping: str  #: "recordings.csv", "consecutive rows" or OTHER_TABLE
 
     def images(self, rows, workers: int | None = None) -> np.ndarray:
         """The PNG pixels of window rows ``rows``: (len, 224, 313) uint8, decoded by
@@ -135,6 +139,9 @@ def read_set(csv_path, png_dir=None, class_map=None) -> LegacySet:
                             "them as the PNG folder (--audio-root), or remove their rows")
     home = table.path.parent
     recordings_table = read_table(home / RECORDINGS_CSV) if (home / RECORDINGS_CSV).is_file() else None
+    other_table = recordings_table is not None and not set(OLD_RECORDING_COLUMNS) & set(recordings_table.columns)
+    if other_table:  # a table of another kind that happens to share the name (none of the old columns)
+        recordings_table = None
     names = _class_names(class_map, home, recordings_table, class_ids)
     unknown = sorted(set(class_ids) - set(names))
     if unknown:
@@ -143,7 +150,7 @@ def read_set(csv_path, png_dir=None, class_map=None) -> LegacySet:
     if recordings_table is not None:
         recordings, grouping = _by_recordings_table(recordings_table, table, ids, authors), "recordings.csv"
     else:
-        recordings, grouping = _by_consecutive_rows(ids, authors), "consecutive rows"
+        recordings, grouping = _by_consecutive_rows(ids, authors), OTHER_TABLE if other_table else "consecutive rows"
     return LegacySet(table.path.resolve(), Path(base.real), filenames, ids, authors, names, recordings, grouping)
 
 
@@ -152,14 +159,16 @@ def read(table: Table, png_dir=None, class_map=None) -> Manifest:
     legacy = read_set(table.path, png_dir, class_map)
     recordings = [Recording(legacy.png_dir / rec.relpath, legacy.class_names[rec.class_id], rec.author, rec.relpath)
                   for rec in legacy.recordings]
+    beside = (f"the {RECORDINGS_CSV} beside it is not an old recordings table (none of its columns "
+              f"{', '.join(OLD_RECORDING_COLUMNS)}), so it was not used" if legacy.grouping == OTHER_TABLE
+              else f"no {RECORDINGS_CSV} beside it")
     notes = [] if legacy.grouping == "recordings.csv" else [
-        f"{shown(table.path)}: no {RECORDINGS_CSV} beside it, so consecutive windows of one class and author are "
-        "taken as one recording"]
+        f"{shown(table.path)}: {beside}; consecutive windows of one class and author are taken as one recording"]
     return Manifest(NAME, legacy.png_dir, recordings, list(legacy.class_names.values()), legacy=legacy, notes=notes)
 
 
 def _by_recordings_table(recordings: Table, windows: Table, ids: np.ndarray, authors) -> list[LegacyRecording]:
-    recordings.require(("filename", "usable_segments", "class_id"), "an old recordings table")
+    recordings.require(OLD_RECORDING_COLUMNS, "an old recordings table")
     out, row = [], 0
     for i in range(len(recordings.rows)):
         rel = recordings.cell(i, "filename", "the recording's file name")

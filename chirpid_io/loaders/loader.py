@@ -141,14 +141,18 @@ def make_loader(
     )
     if split == "batches":
         batch_size //= world_size  # this rank's share of each global batch
-    if drop_last and sampler.per_rank < batch_size:
-        raise ConfigError(
-            f"a loader of {sampler.per_rank} windows{' per rank' if world_size > 1 else ''} with batch_size "
-            f"{batch_size} and drop_last=True gives no batch at all. Fix: a smaller batch size, or drop_last=False")
+    _refuse_no_batch(sampler, batch_size, drop_last, world_size, "windows")
     return SpectrogramLoader(
         dataset, sampler, batch_size, device=device, num_workers=num_workers, prefetch=prefetch,
         normalize=normalize, augment=augment, seed=seed, drop_last=drop_last,
     )
+
+
+def _refuse_no_batch(sampler, batch_size: int, drop_last: bool, world_size: int, items: str) -> None:
+    if drop_last and sampler.per_rank < batch_size:
+        raise ConfigError(
+            f"a loader of {sampler.per_rank} {items}{' per rank' if world_size > 1 else ''} with batch_size "
+            f"{batch_size} and drop_last=True gives no batch at all. Fix: a smaller batch size, or drop_last=False")
 
 
 def _crop_loader(cache, batch_size, *, indices, shuffle, device, num_workers, prefetch, normalize, augment, seed,
@@ -183,6 +187,7 @@ def _crop_loader(cache, batch_size, *, indices, shuffle, device, num_workers, pr
         noise_lengths=None if noise is None else noise.lengths)
     if split == "batches":
         batch_size //= world_size
+    _refuse_no_batch(sampler, batch_size, drop_last, world_size, "crops per epoch")
     stats = None if normalize is False or normalize is None else cache.stats if normalize is True else normalize
     transform = CropTransform(cache, crop_config, stats, wave_augment if shuffle else None,
                               augment if shuffle else None, seed, sampler.rank, backend=backend)
