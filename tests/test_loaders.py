@@ -589,3 +589,23 @@ def test_cuda_batches_are_ready_on_the_callers_stream(cache):
             total += float(x.double().sum())
     on_cpu = sum(float(x.double().sum()) for x, _ in make_loader(cache, 32, normalize=False, shuffle=False))
     assert total == pytest.approx(on_cpu, rel=1e-12)  # the same float32 values, summed in another order
+
+
+def test_a_dropped_loader_takes_its_workers_with_it(cache):
+    """A loader dropped by its user ends its worker processes at once (no reference cycle
+    keeps them until a garbage collection), so the workers of the next loader, forked
+    later, do not inherit them (they used to print "can only test a child process")."""
+    import subprocess
+    import sys
+
+    script = (
+        "import sys\nfrom chirpid_io.loaders import Augment, make_loader\n"
+        "for _ in range(4):\n"
+        "    loader = make_loader(sys.argv[1], 16, device='cpu', num_workers=2, augment=Augment())\n"
+        "    for _ in range(2):\n"
+        "        assert sum(len(y) for _, y in loader) == len(loader.sampler)\n"
+        "    del loader\n")
+    result = subprocess.run([sys.executable, "-c", script, str(cache.path)], capture_output=True, text=True,
+                            timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "Traceback" not in result.stderr and "can only test a child process" not in result.stderr

@@ -22,6 +22,7 @@ _LAZY = {
     "group_split": "chirpid_io.loaders.splits",
     "window_groups": "chirpid_io.loaders.splits",
     "Augment": "chirpid_io.loaders.augment",
+    "WaveAugment": "chirpid_io.loaders.crops",
 }
 
 __all__ = sorted(_LAZY)

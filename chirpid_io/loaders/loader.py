@@ -21,8 +21,8 @@ The stages, each visible below:
 from __future__ import annotations
 
 import os
+import weakref
 from collections.abc import Mapping
-
 from pathlib import Path
 
 import numpy as np
@@ -409,7 +409,15 @@ class _Numbered:
     transform (the augmentation of a batch depends on its number)."""
 
     def __init__(self, loader: "SpectrogramLoader"):
-        self.loader = loader
+        # weakly: a strong reference would make loader -> DataLoader -> sampler -> loader a
+        # cycle, so a dropped loader would keep its workers until the garbage collector ran,
+        # and the next loader's workers, forked meanwhile, would inherit them and complain
+        # at exit ("can only test a child process")
+        self._loader = weakref.ref(loader)
+
+    @property
+    def loader(self) -> "SpectrogramLoader":
+        return self._loader()
 
     def __iter__(self):
         sampler = self.loader.sampler
