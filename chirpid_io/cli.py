@@ -11,6 +11,7 @@ import sys
 
 from . import __version__
 from .errors import ChirpIOError
+from .options import add_no_progress
 from .text import shown
 
 EPILOG = """examples:
@@ -131,8 +132,7 @@ def _add_build(commands) -> None:
     run.add_argument("--overwrite", action="store_true",
                      help="replace an existing cache at OUT: the new one is built beside it and swapped in only "
                           "once complete; folders only, refused for an object-store URL (default: resume or extend OUT)")
-    run.add_argument("--no-progress", action="store_true",
-                     help="no progress bar (default: a bar on a terminal, none otherwise)")
+    add_no_progress(run)
     p.set_defaults(run=_run_build)
 
 
@@ -237,8 +237,7 @@ def _add_merge(commands) -> None:
                     "same command again after a kill.")
     p.add_argument("out", metavar="OUT", help="the merged cache (new, or a merge to resume)")
     p.add_argument("parts", nargs="+", metavar="PART", help="the part folders (e.g. parts/part-*)")
-    p.add_argument("--no-progress", action="store_true",
-                   help="no progress bar (default: a bar on a terminal, none otherwise)")
+    add_no_progress(p)
     p.set_defaults(run=_run_merge)
 
 
@@ -340,8 +339,7 @@ def _add_verify(commands) -> None:
                     "against each other: links, FIFOs, missing or truncated files, edited attributes, labels "
                     "outside the classes. Prints ok, or every finding with its file (exit 1).")
     p.add_argument("cache", help="cache folder or object-store URL (s3://bucket/prefix, gs://..., az://...)")
-    p.add_argument("--no-progress", action="store_true",
-                   help="no progress bar (default: a bar on a terminal, none otherwise)")
+    add_no_progress(p)
     p.set_defaults(run=_run_verify)
 
 

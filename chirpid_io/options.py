@@ -19,6 +19,12 @@ from .errors import ConfigError
 _NONE = object()  # "none" on the command line, for a field that takes None
 
 
+def add_no_progress(parser, where: str = "") -> None:
+    """``--no-progress``, the same flag and words for every command (``where``: e.g. " within epochs")."""
+    parser.add_argument("--no-progress", action="store_true",
+                        help=f"no progress bar{where} (default: a bar on a terminal, none otherwise)")
+
+
 def add_fields(parser, cls, *, defaults=None, skip=(), choices=None, prefix: str = "", default_note: str = "",
                helps=None, flags=None) -> None:
     """Add one option per field of dataclass ``cls`` (except ``skip``) to ``parser``.

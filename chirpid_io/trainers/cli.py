@@ -12,7 +12,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from ..options import add_fields, given, parse_key_values
+from ..options import add_fields, add_no_progress, given, parse_key_values
 
 
 def add_train_parser(subparsers) -> argparse.ArgumentParser:
@@ -56,8 +56,7 @@ def add_train_parser(subparsers) -> argparse.ArgumentParser:
                                                             "run live (needs: pip install tensorboard; default: none)")
     extra.add_argument("--no-report", action="store_true", help="do not write the run's HTML report and PNG plots "
                                                                 "beside its log (default: written)")
-    extra.add_argument("--no-progress", action="store_true",
-                       help="no progress bar within epochs (default: a bar on a terminal, none otherwise)")
+    add_no_progress(extra, " within epochs")
     p.set_defaults(run=train_command)
     return p
 
@@ -97,8 +96,7 @@ def add_predict_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--device", help="cpu, cuda ... (default: cuda when available)")
     p.add_argument("--overwrite", action="store_true", help="start --out afresh instead of continuing it "
                                                             "(default: continue)")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar (default: a bar on a terminal, none "
-                                                              "otherwise)")
+    add_no_progress(p)
     add_fields(p.add_argument_group("windows and outputs (PredictOptions)"), PredictOptions)
     p.set_defaults(run=predict_command)
     return p

@@ -50,6 +50,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import ChirpIOError, ConfigError
+from ..options import add_no_progress
 from .space import DEFAULT_SPACE_TOML, SearchSpace
 
 STUDY_DB = "study.db"
@@ -744,8 +745,7 @@ def add_tune_parser(subparsers):
                                          "(needs: pip install tensorboard)")
     p.add_argument("--mlflow", action="store_true", help="also log to MLflow, when it is installed")
     p.add_argument("--no-report", action="store_true", help="do not write OUT/report.html at the end")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar (it also hides itself when "
-                                                               "not on a terminal)")
+    add_no_progress(p)
     p.set_defaults(run=tune_command)
     return p
 
